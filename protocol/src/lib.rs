@@ -113,7 +113,7 @@ impl Statement {
 ///
 /// `Positional` binds `?`, `?NNN` (1-based) in order; `Named` binds `:name`,
 /// `@name` and `$name` (a key may be given with or without its prefix).
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 #[serde(untagged)]
 pub enum Params {
     /// No parameters (`null` or absent on the wire).
@@ -123,6 +123,57 @@ pub enum Params {
     Positional(Vec<Value>),
     /// A JSON object.
     Named(BTreeMap<String, Value>),
+}
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ParamsVisitor)
+    }
+}
+
+/// Reads params without buffering (as `untagged` would) and with errors that
+/// say which parameter is wrong.
+struct ParamsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ParamsVisitor {
+    type Value = Params;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("params as an array (positional) or an object (named)")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Params, E> {
+        Ok(Params::None)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Params, E> {
+        Ok(Params::None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Params, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+        loop {
+            let index = values.len();
+            match seq.next_element::<Value>() {
+                Ok(Some(v)) => values.push(v),
+                Ok(None) => return Ok(Params::Positional(values)),
+                Err(e) => return Err(serde::de::Error::custom(format!("params[{index}]: {e}"))),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Params, A::Error> {
+        let mut values = BTreeMap::new();
+        while let Some(key) = map.next_key::<String>()? {
+            match map.next_value::<Value>() {
+                Ok(v) => {
+                    values.insert(key, v);
+                }
+                Err(e) => return Err(serde::de::Error::custom(format!("params.{key}: {e}"))),
+            }
+        }
+        Ok(Params::Named(values))
+    }
 }
 
 impl Params {
@@ -436,7 +487,11 @@ mod tests {
         })
         .unwrap();
         assert_eq!(line, r#"{"id":1,"op":{"execute":{"sql":"select 1"}}}"#);
-        let line = serde_json::to_string(&Request { id: 2, op: Op::Ping }).unwrap();
+        let line = serde_json::to_string(&Request {
+            id: 2,
+            op: Op::Ping,
+        })
+        .unwrap();
         assert_eq!(line, r#"{"id":2,"op":"ping"}"#);
         let err = Response {
             id: Some(3),
@@ -474,6 +529,11 @@ mod tests {
         }
         let s: Statement = serde_json::from_str(r#"{"sql":"x","params":{"a":"b"}}"#).unwrap();
         assert!(matches!(s.params, Params::Named(m) if m["a"] == Value::Text("b".into())));
+        let err = serde_json::from_str::<Statement>(r#"{"sql":"x","params":[1,[2]]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("params[1]"), "{err}");
+        assert!(serde_json::from_str::<Statement>(r#"{"sql":"x","params":"a"}"#).is_err());
     }
 
     #[test]
@@ -511,9 +571,25 @@ mod tests {
     fn every_code_serializes_as_its_str() {
         use ErrorCode::*;
         for c in [
-            SqlError, Constraint, Busy, Locked, Readonly, Mismatch, Range, TooBig, IoErr,
-            Corrupt, CantOpen, NoMem, Misuse, Timeout, QuotaExceeded, TooLarge, BadRequest,
-            Forbidden, Internal,
+            SqlError,
+            Constraint,
+            Busy,
+            Locked,
+            Readonly,
+            Mismatch,
+            Range,
+            TooBig,
+            IoErr,
+            Corrupt,
+            CantOpen,
+            NoMem,
+            Misuse,
+            Timeout,
+            QuotaExceeded,
+            TooLarge,
+            BadRequest,
+            Forbidden,
+            Internal,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }

@@ -193,7 +193,10 @@ mod tests {
 
     #[test]
     fn reals_keep_their_kind_and_sign() {
-        assert_eq!(serde_json::to_string(&Value::Real(1100.0)).unwrap(), "1100.0");
+        assert_eq!(
+            serde_json::to_string(&Value::Real(1100.0)).unwrap(),
+            "1100.0"
+        );
         let neg_zero = rt(Value::Real(-0.0));
         assert!(matches!(neg_zero, Value::Real(f) if f == 0.0 && f.is_sign_negative()));
         for f in [0.1, f64::MIN_POSITIVE, f64::MAX, -1e300, 2.5e-310] {

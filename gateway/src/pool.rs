@@ -1,0 +1,144 @@
+//! The per-database pool of warm sessions, managed by deadpool.
+//!
+//! deadpool hands out objects exclusively, while a session serves many
+//! requests at once (pipelining). So the pooled object is a [`Lane`]: one
+//! request slot on a shared session. The pool's size is
+//! `sessions_per_db * inflight_per_session`; its wait timeout bounds how long
+//! a request queues for a slot; its recycle step drops the lanes of a dead
+//! session, and creating a lane opens a session when fewer than
+//! `sessions_per_db` are alive, waking the database's container if it is not
+//! running. Sessions are thus created lazily, bounded, health-checked and
+//! replaced when they die.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
+
+use crate::names::DbName;
+use crate::runtime::{Runtime, RuntimeError, SessionArgs};
+use crate::session::{Session, SessionError};
+
+/// How long creating a lane may take, waking a stopped container and opening
+/// a session included. A cold container start is ~150 ms on an idle host,
+/// but seconds when hundreds start at once.
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One request slot on a session.
+pub struct Lane {
+    /// The session this slot belongs to.
+    pub session: Arc<Session>,
+}
+
+/// Why a lane could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The runtime failed (or the database has no home any more).
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The session did not come up.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// Creates lanes for one database: see the module's documentation.
+pub struct LaneManager {
+    name: DbName,
+    runtime: Arc<dyn Runtime>,
+    args: SessionArgs,
+    max_sessions: usize,
+    /// Live sessions. The async lock also serializes opening sessions, so
+    /// concurrent lane creations never open more than `max_sessions`.
+    sessions: tokio::sync::Mutex<Vec<Arc<Session>>>,
+    /// Held while the container is being woken; shared with the database's
+    /// lifecycle operations (spawn, prune, delete).
+    lifecycle: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The pool type.
+pub type Pool = managed::Pool<LaneManager>;
+
+impl LaneManager {
+    /// A pool for one database.
+    pub fn pool(
+        name: DbName,
+        runtime: Arc<dyn Runtime>,
+        args: SessionArgs,
+        max_sessions: usize,
+        inflight_per_session: usize,
+        wait: Duration,
+        lifecycle: Arc<tokio::sync::Mutex<()>>,
+    ) -> Pool {
+        let manager = LaneManager {
+            name,
+            runtime,
+            args,
+            max_sessions,
+            sessions: tokio::sync::Mutex::new(Vec::new()),
+            lifecycle,
+        };
+        managed::Pool::builder(manager)
+            .max_size(max_sessions * inflight_per_session)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(CREATE_TIMEOUT))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a runtime is set, so the pool builds")
+    }
+
+    /// Opens a session, waking the container once if it is not running.
+    async fn open(&self) -> Result<Session, OpenError> {
+        match self.runtime.open_session(&self.name, &self.args).await {
+            Ok(io) => return Ok(Session::start(io).await?),
+            Err(RuntimeError::NotRunning) => {}
+            Err(e) => return Err(e.into()),
+        }
+        {
+            let _lifecycle = self.lifecycle.lock().await;
+            let (container, created) = self.runtime.start(&self.name).await?;
+            tracing::info!(db = %self.name, container = %container.id, created, "woke database on demand");
+        }
+        let io = self.runtime.open_session(&self.name, &self.args).await?;
+        Ok(Session::start(io).await?)
+    }
+}
+
+impl managed::Manager for LaneManager {
+    type Type = Lane;
+    type Error = OpenError;
+
+    async fn create(&self) -> Result<Lane, OpenError> {
+        let mut sessions = self.sessions.lock().await;
+        sessions.retain(|s| s.is_alive());
+        // The least loaded session; a lane holds one reference to it.
+        let least = sessions
+            .iter()
+            .min_by_key(|s| Arc::strong_count(s))
+            .cloned();
+        let busy = least.as_ref().is_none_or(|s| Arc::strong_count(s) > 2);
+        if sessions.len() < self.max_sessions && busy {
+            match self.open().await {
+                Ok(session) => {
+                    let session = Arc::new(session);
+                    tracing::debug!(db = %self.name, sessions = sessions.len() + 1, "opened session");
+                    sessions.push(session.clone());
+                    return Ok(Lane { session });
+                }
+                Err(e) if least.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(db = %self.name, error = %e, "could not open another session")
+                }
+            }
+        }
+        let session = least.expect("a session exists when none was opened");
+        Ok(Lane { session })
+    }
+
+    async fn recycle(&self, lane: &mut Lane, _: &Metrics) -> RecycleResult<OpenError> {
+        if lane.session.is_alive() {
+            Ok(())
+        } else {
+            Err(RecycleError::message("session ended"))
+        }
+    }
+}

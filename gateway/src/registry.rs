@@ -1,0 +1,311 @@
+//! The databases this gateway serves: their lifecycle (spawn, prune, delete,
+//! wake) and the dispatch of operations to their sessions.
+//!
+//! Docker is the source of truth. The registry only caches, per database
+//! seen, a pool of warm sessions and a lifecycle lock; anything it does not
+//! know it asks the runtime, so a restarted gateway re-adopts every database.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use dbforge_protocol::{Op, Outcome, Payload, Statement, Value};
+use tokio::sync::Semaphore;
+
+use crate::config::{Config, WORKER_MAX_LINE_FACTOR};
+use crate::error::ApiError;
+use crate::names::DbName;
+use crate::pool::{LaneManager, Pool};
+use crate::runtime::{Container, DbSettings, Instance, Runtime, SessionArgs};
+
+/// The smallest size quota a spawn may ask for: room for SQLite's header
+/// page, the schema and a little data.
+pub const MIN_MAX_DB_BYTES: u64 = 64 * 1024;
+/// The largest size quota a spawn may ask for (SQLite's own limit is far
+/// above; this is a sanity bound on one tenant).
+pub const MAX_MAX_DB_BYTES: u64 = 1 << 40;
+
+/// What a spawn did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spawned {
+    /// A new instance was made (a new database, or a pruned one's container).
+    Created,
+    /// The instance existed; it was started if it was stopped.
+    Existing,
+}
+
+/// A database's details for the admin API.
+pub struct Details {
+    /// What the runtime knows.
+    pub instance: Instance,
+    /// Bytes used by the database file, when its container is running.
+    pub size_bytes: Option<u64>,
+}
+
+struct Db {
+    /// Serializes spawn, prune, delete and waking of this database.
+    lifecycle: Arc<tokio::sync::Mutex<()>>,
+    /// Replaced whole when the instance is pruned or deleted.
+    pool: RwLock<Pool>,
+}
+
+/// See the module documentation.
+pub struct Registry {
+    runtime: Arc<dyn Runtime>,
+    config: Arc<Config>,
+    dbs: Mutex<HashMap<DbName, Arc<Db>>>,
+    /// Data-plane requests in flight across all databases.
+    inflight: Arc<Semaphore>,
+}
+
+impl Registry {
+    /// An empty registry over `runtime`.
+    pub fn new(runtime: Arc<dyn Runtime>, config: Arc<Config>) -> Registry {
+        Registry {
+            inflight: Arc::new(Semaphore::new(config.max_inflight)),
+            runtime,
+            config,
+            dbs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The runtime behind the registry.
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    fn new_pool(
+        &self,
+        name: &DbName,
+        settings: DbSettings,
+        lifecycle: &Arc<tokio::sync::Mutex<()>>,
+    ) -> Pool {
+        let c = &self.config;
+        let args = SessionArgs {
+            synchronous: settings.synchronous,
+            max_bytes: settings.max_bytes,
+            timeout_ms: c.statement_timeout_ms,
+            max_rows: c.max_rows,
+            max_answer_bytes: c.max_answer_bytes,
+            max_line_bytes: (c.max_body_bytes * WORKER_MAX_LINE_FACTOR) as u64,
+        };
+        LaneManager::pool(
+            name.clone(),
+            self.runtime.clone(),
+            args,
+            c.sessions_per_db as usize,
+            c.inflight_per_session as usize,
+            c.pool_wait(),
+            lifecycle.clone(),
+        )
+    }
+
+    /// The cached entry of a database, made from `instance` if missing.
+    fn entry(&self, instance: &Instance) -> Arc<Db> {
+        let mut dbs = self.dbs.lock().unwrap();
+        dbs.entry(instance.name.clone())
+            .or_insert_with(|| {
+                let lifecycle = Arc::new(tokio::sync::Mutex::new(()));
+                Arc::new(Db {
+                    pool: RwLock::new(self.new_pool(&instance.name, instance.settings, &lifecycle)),
+                    lifecycle,
+                })
+            })
+            .clone()
+    }
+
+    fn cached(&self, name: &DbName) -> Option<Arc<Db>> {
+        self.dbs.lock().unwrap().get(name).cloned()
+    }
+
+    /// The entry of an existing database, asking the runtime if not cached.
+    async fn db(&self, name: &DbName) -> Result<Arc<Db>, ApiError> {
+        if let Some(db) = self.cached(name) {
+            return Ok(db);
+        }
+        match self.runtime.find(name).await? {
+            Some(instance) => Ok(self.entry(&instance)),
+            None => Err(ApiError::DatabaseNotFound),
+        }
+    }
+
+    /// Drops the sessions of a database: its workers see EOF and exit.
+    fn reset_pool(&self, name: &DbName, db: &Db, settings: DbSettings) {
+        let fresh = self.new_pool(name, settings, &db.lifecycle);
+        let old = std::mem::replace(&mut *db.pool.write().unwrap(), fresh);
+        old.close();
+    }
+
+    /// Rebuilds the cache from the runtime (at start-up). Returns how many
+    /// databases were found.
+    pub async fn adopt_all(&self) -> Result<usize, ApiError> {
+        let all = self.runtime.list().await?;
+        for instance in &all {
+            self.entry(instance);
+        }
+        Ok(all.len())
+    }
+
+    /// Creates the database if it does not exist and makes its instance run.
+    pub async fn spawn(
+        &self,
+        name: &DbName,
+        requested: DbSettings,
+    ) -> Result<(Spawned, Container), ApiError> {
+        let db = self.entry(&Instance {
+            name: name.clone(),
+            settings: requested,
+            created: None,
+            container: None,
+        });
+        let _lifecycle = db.lifecycle.lock().await;
+        let existing = self.runtime.find(name).await?;
+        match &existing {
+            // Cached with the requested settings but older: use its own.
+            Some(instance) if instance.settings != requested => {
+                self.reset_pool(name, &db, instance.settings)
+            }
+            Some(_) => {}
+            None => {
+                let settings = self.runtime.create_home(name, requested).await?;
+                if settings != requested {
+                    self.reset_pool(name, &db, settings);
+                }
+            }
+        }
+        let had_container = existing.as_ref().is_some_and(|i| i.container.is_some());
+        let (container, created) = self.runtime.start(name).await?;
+        let spawned = if created || !had_container {
+            Spawned::Created
+        } else {
+            Spawned::Existing
+        };
+        Ok((spawned, container))
+    }
+
+    /// Stops and removes the database's container; its data stays.
+    pub async fn prune(&self, name: &DbName) -> Result<(), ApiError> {
+        let Some(instance) = self.runtime.find(name).await? else {
+            return Err(ApiError::InstanceNotFound);
+        };
+        if instance.container.is_none() {
+            return Err(ApiError::InstanceNotFound);
+        }
+        let db = self.entry(&instance);
+        let _lifecycle = db.lifecycle.lock().await;
+        self.reset_pool(name, &db, instance.settings);
+        if !self.runtime.remove_container(name).await? {
+            return Err(ApiError::InstanceNotFound);
+        }
+        Ok(())
+    }
+
+    /// Removes the database: container and data.
+    pub async fn destroy(&self, name: &DbName) -> Result<(), ApiError> {
+        let db = self.cached(name);
+        let _lifecycle = match &db {
+            Some(db) => Some(db.lifecycle.lock().await),
+            None => None,
+        };
+        if let Some(db) = &db {
+            db.pool.read().unwrap().close();
+        }
+        let existed = self.runtime.destroy(name).await?;
+        self.dbs.lock().unwrap().remove(name);
+        if existed {
+            Ok(())
+        } else {
+            Err(ApiError::DatabaseNotFound)
+        }
+    }
+
+    /// Every database with an instance (a pruned one has none).
+    pub async fn list(&self) -> Result<Vec<Instance>, ApiError> {
+        let mut all = self.runtime.list().await?;
+        all.retain(|i| i.container.is_some());
+        Ok(all)
+    }
+
+    /// One database's details.
+    pub async fn details(&self, name: &DbName) -> Result<Details, ApiError> {
+        let Some(instance) = self.runtime.find(name).await? else {
+            return Err(ApiError::DatabaseNotFound);
+        };
+        let running = instance.container.as_ref().is_some_and(|c| c.is_running());
+        let size_bytes = if running {
+            let op = Op::Execute(Statement::new(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            ));
+            match self.execute(name, op).await {
+                Ok(Payload::Query(q)) => match q.rows.first().and_then(|r| r.first()) {
+                    Some(Value::Integer(n)) => u64::try_from(*n).ok(),
+                    _ => None,
+                },
+                _ => None,
+            }
+        } else {
+            None
+        };
+        Ok(Details {
+            instance,
+            size_bytes,
+        })
+    }
+
+    /// Runs one operation on a session of the database.
+    pub async fn execute(&self, name: &DbName, op: Op) -> Result<Payload, ApiError> {
+        let _permit = self
+            .inflight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)?;
+        let db = self.db(name).await?;
+        let pool = db.pool.read().unwrap().clone();
+        let lane = match pool.get().await {
+            Ok(lane) => lane,
+            Err(e) => return Err(self.pool_error(name, e)),
+        };
+        match lane.session.call(op, self.config.answer_deadline()).await {
+            Ok(Outcome::Ok(payload)) => Ok(payload),
+            Ok(Outcome::Error(e)) => Err(ApiError::Sql(e)),
+            Err(e) => {
+                // Drop this session's other idle lanes now rather than one
+                // failed recycle at a time.
+                drop(lane);
+                pool.retain(|lane, _| lane.session.is_alive());
+                Err(e.into())
+            }
+        }
+    }
+
+    fn pool_error(
+        &self,
+        name: &DbName,
+        e: deadpool::managed::PoolError<crate::pool::OpenError>,
+    ) -> ApiError {
+        use deadpool::managed::PoolError;
+        match e {
+            PoolError::Timeout(_) => ApiError::PoolTimeout,
+            PoolError::Backend(e) => {
+                let e = ApiError::from(e);
+                if matches!(e, ApiError::DatabaseNotFound) {
+                    // Deleted behind our back: forget it.
+                    self.dbs.lock().unwrap().remove(name);
+                }
+                e
+            }
+            PoolError::Closed => {
+                ApiError::SessionLost("the database was pruned or deleted meanwhile".into())
+            }
+            PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                ApiError::SessionLost("session pool misconfigured".into())
+            }
+        }
+    }
+
+    /// Closes every pool (at shutdown): workers see EOF and exit.
+    pub fn close_all(&self) {
+        for db in self.dbs.lock().unwrap().values() {
+            db.pool.read().unwrap().close();
+        }
+    }
+}
