@@ -42,21 +42,21 @@ images: worker-image gateway-image
 ## image is available; otherwise the gateway alone is published on GATEWAY_PORT.
 up: images
 	@if docker image inspect $(TRAEFIK_IMAGE) >/dev/null 2>&1 || docker pull -q $(TRAEFIK_IMAGE) >/dev/null 2>&1; then \
-		$(COMPOSE_ENV) $(COMPOSE) -f compose.yaml up -d; \
+		$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml up -d; \
 		echo "DB-Forge is up behind Traefik: http://db.localhost (gateway also on http://127.0.0.1:$(GATEWAY_PORT))"; \
 	else \
 		echo "NOTE: the Traefik image $(TRAEFIK_IMAGE) cannot be had here (no registry reachable)."; \
 		echo "      Starting the gateway alone, published on http://127.0.0.1:$(GATEWAY_PORT)."; \
-		$(COMPOSE_ENV) $(COMPOSE) -f compose.yaml up -d --no-deps gateway; \
+		$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml up -d --no-deps gateway; \
 	fi
 	@for i in $$(seq 1 50); do curl -fsS http://127.0.0.1:$(GATEWAY_PORT)/health >/dev/null 2>&1 && break; sleep 0.2; done
 	@curl -fsS http://127.0.0.1:$(GATEWAY_PORT)/ && echo
 
 down:
-	$(COMPOSE_ENV) $(COMPOSE) -f compose.yaml down
+	$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml down
 
 logs:
-	$(COMPOSE_ENV) $(COMPOSE) -f compose.yaml logs -f
+	$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml logs -f
 
 ## The gateway in the foreground on the host, against the local Docker daemon.
 run: worker-image
@@ -79,7 +79,7 @@ bench: images
 ## Remove DB-Forge's own objects: the stack, every labelled container and
 ## volume, and the images it built. Nothing else.
 clean:
-	-$(COMPOSE_ENV) $(COMPOSE) -f compose.yaml down --remove-orphans
+	-$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml down --remove-orphans
 	scripts/sweep.sh all
 	-docker rmi -f $(WORKER_IMAGE) $(GATEWAY_IMAGE) >/dev/null 2>&1
 	rm -rf $(CONTEXT_DIR)

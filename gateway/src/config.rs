@@ -54,6 +54,11 @@ pub struct Config {
     #[arg(long, env = "DBFORGE_NAMESPACE", default_value = "dbforge", value_parser = parse_namespace)]
     pub namespace: String,
 
+    /// Docker endpoint (`unix:///path/to/docker.sock`, `tcp://host:port`);
+    /// unset means Docker's own defaults (`DOCKER_HOST`, else the local socket).
+    #[arg(long, env = "DBFORGE_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
     /// Image of the database containers (holds the static worker binary).
     #[arg(
         long,

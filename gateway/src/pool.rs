@@ -24,6 +24,11 @@ use crate::session::{Session, SessionError};
 /// but seconds when hundreds start at once.
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many times opening a session wakes the container before giving up.
+const WAKE_ATTEMPTS: u32 = 3;
+/// Pause between wake attempts, times the attempt number.
+const WAKE_BACKOFF: Duration = Duration::from_millis(100);
+
 /// One request slot on a session.
 pub struct Lane {
     /// The session this slot belongs to.
@@ -86,20 +91,25 @@ impl LaneManager {
             .expect("a runtime is set, so the pool builds")
     }
 
-    /// Opens a session, waking the container once if it is not running.
+    /// Opens a session, waking the container if it is not running. A
+    /// container that stops again while being woken (killed once more, or
+    /// pruned meanwhile) is retried a few times, then reported.
     async fn open(&self) -> Result<Session, OpenError> {
-        match self.runtime.open_session(&self.name, &self.args).await {
-            Ok(io) => return Ok(Session::start(io).await?),
-            Err(RuntimeError::NotRunning) => {}
-            Err(e) => return Err(e.into()),
-        }
-        {
+        let mut attempt = 0;
+        loop {
+            match self.runtime.open_session(&self.name, &self.args).await {
+                Ok(io) => return Ok(Session::start(io).await?),
+                Err(RuntimeError::NotRunning) if attempt < WAKE_ATTEMPTS => {}
+                Err(e) => return Err(e.into()),
+            }
+            attempt += 1;
+            if attempt > 1 {
+                tokio::time::sleep(WAKE_BACKOFF * attempt).await;
+            }
             let _lifecycle = self.lifecycle.lock().await;
             let (container, created) = self.runtime.start(&self.name).await?;
-            tracing::info!(db = %self.name, container = %container.id, created, "woke database on demand");
+            tracing::info!(db = %self.name, container = %container.id, created, attempt, "woke database on demand");
         }
-        let io = self.runtime.open_session(&self.name, &self.args).await?;
-        Ok(Session::start(io).await?)
     }
 }
 

@@ -61,6 +61,8 @@ pub struct DockerRuntime {
     /// Connected lazily and version-negotiated once, so the gateway starts
     /// (and reports unhealthy) while Docker is down.
     client: OnceCell<Docker>,
+    /// Where Docker is; `None`: its defaults.
+    host: Option<String>,
     namespace: String,
     image: String,
     extra_labels: Vec<(String, String)>,
@@ -74,6 +76,7 @@ impl DockerRuntime {
     pub fn new(config: &Config) -> DockerRuntime {
         DockerRuntime {
             client: OnceCell::new(),
+            host: config.docker_host.clone(),
             namespace: config.namespace.clone(),
             image: config.worker_image.clone(),
             extra_labels: config.labels.clone(),
@@ -86,7 +89,11 @@ impl DockerRuntime {
     async fn docker(&self) -> Result<&Docker, RuntimeError> {
         self.client
             .get_or_try_init(|| async {
-                let docker = Docker::connect_with_defaults().map_err(unavailable)?;
+                let docker = match &self.host {
+                    Some(host) => Docker::connect_with_host(host),
+                    None => Docker::connect_with_defaults(),
+                }
+                .map_err(unavailable)?;
                 docker.negotiate_version().await.map_err(unavailable)
             })
             .await
@@ -169,8 +176,12 @@ impl DockerRuntime {
                     "/tmp".to_string(),
                     TMPFS_OPTIONS.to_string(),
                 )])),
+                // The gateway wakes a stopped database on demand, so Docker
+                // need not restart it: after a host reboot only the
+                // databases in use come back, and a killed worker is
+                // restarted by the next request, not raced by Docker.
                 restart_policy: Some(RestartPolicy {
-                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    name: Some(RestartPolicyNameEnum::NO),
                     maximum_retry_count: None,
                 }),
                 ..Default::default()
