@@ -69,7 +69,7 @@ test:
 	@set -u; run=$(TEST_TAG); image=db-worker-base:$$run; \
 	$(MAKE) --no-print-directory worker-image WORKER_IMAGE=$$image >/dev/null || exit 1; \
 	DBFORGE_TEST_RUN=$$run DBFORGE_WORKER_IMAGE=$$image DBFORGE_WORKER_BIN=$(STATIC_DIR)/dbforge-worker \
-		cargo test --locked --workspace -- --test-threads=4; status=$$?; \
+		cargo test --locked --workspace --no-fail-fast -- --test-threads=4; status=$$?; \
 	scripts/sweep.sh "$$run"; docker rmi -f $$image >/dev/null 2>&1; \
 	exit $$status
 

@@ -237,7 +237,7 @@ async fn limits_timeout_quota_and_overload() {
         })
     };
     let (a, b) = (slow(), slow());
-    let mut outcomes = vec![a.await.unwrap(), b.await.unwrap()];
+    let mut outcomes = [a.await.unwrap(), b.await.unwrap()];
     outcomes.sort();
     assert_eq!(outcomes[0], (408, None, "TIMEOUT".to_string()));
     assert_eq!(
