@@ -65,7 +65,7 @@ impl CpuSnapshot {
                 // Started during the window: all of its time is inside it.
                 _ => 0,
             };
-            *by.entry(comm).or_default() += ticks.saturating_sub(before);
+            *by.entry(group(comm)).or_default() += ticks.saturating_sub(before);
         }
         let mut by_command: Vec<(String, f64)> = by
             .into_iter()
@@ -78,6 +78,16 @@ impl CpuSnapshot {
             machine_idle_s: self.machine.1.saturating_sub(earlier.machine.1) as f64 / TICKS_PER_SEC,
             by_command,
         }
+    }
+}
+
+/// Kernel worker threads carry their current job in their name
+/// (`kworker/u8:1-events_unbound`): counted together as `kworker`.
+fn group(comm: &str) -> &str {
+    if comm.starts_with("kworker/") {
+        "kworker"
+    } else {
+        comm
     }
 }
 

@@ -29,9 +29,10 @@ use crate::workload;
 pub const WORKER_BIN: &str = "/dbforge-worker";
 /// Where the database file sits inside the container.
 pub const CONTAINER_DB: &str = "/data/db.sqlite3";
-/// Label on everything this benchmark creates in Docker, valued with the
-/// run's id: `docker ps -aq --filter label=dbforge.bench-run=RUN` finds it.
-pub const RUN_LABEL: &str = "dbforge.bench-run";
+/// Label on everything this benchmark creates in Docker, valued
+/// `bench-RUN`: the same label the gateway puts on a test run's objects
+/// (`DBFORGE_LABELS`), so `scripts/sweep.sh bench-RUN` removes them all.
+pub const RUN_LABEL: &str = "dbforge.test-run";
 /// Longest stderr kept from a session, for error messages.
 const STDERR_KEEP: usize = 2048;
 
@@ -60,7 +61,7 @@ pub async fn start_worker(
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        labels: Some(HashMap::from([(RUN_LABEL.to_string(), run_id.to_string())])),
+        labels: Some(HashMap::from([(RUN_LABEL.to_string(), format!("bench-{run_id}"))])),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:/data", data_dir.display())]),
             ..Default::default()

@@ -6,12 +6,18 @@
 //! - [`http`]: keep-alive HTTP/1.1 callers and a small JSON client.
 //! - [`cpu`]: CPU time per process and memory from `/proc`.
 //! - [`baseline`]: the in-process hyper + rusqlite server.
+//! - [`workload`]: the scenarios' schema, SQL and request bodies.
+//! - [`inproc`]: the same SQL in-process (the limit of SQLite itself).
+//! - [`exec`]: baselines at the `docker exec` level (naive, warm, cold start).
+//! - [`suite`]: the scenario driver; [`report`]: tables, JSON, Markdown.
+//! - [`profile`]: a system-wide `perf` profile of a measured window.
 pub mod baseline;
 pub mod cpu;
 pub mod exec;
 pub mod http;
 pub mod inproc;
 pub mod load;
+pub mod profile;
 pub mod report;
 pub mod suite;
 pub mod workload;

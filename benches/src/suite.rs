@@ -147,6 +147,7 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                 &cfg.connections,
                 cfg.timing,
                 cfg.ledger.as_deref(),
+                None,
             )
             .await
             {
@@ -265,6 +266,7 @@ pub async fn http_scenario(
     connections: &[usize],
     timing: Timing,
     ledger: Option<&Path>,
+    profile: Option<&Path>,
 ) -> Result<Vec<RunResult>, String> {
     let mut client = JsonClient::new(target);
     let set_up = tokio::time::timeout(SETUP_TIMEOUT, setup_db(&mut client, name, scenario, ledger))
@@ -278,7 +280,19 @@ pub async fn http_scenario(
     let mut runs = Vec::new();
     for &conns in connections {
         let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
+        let perf = profile.map(|p| {
+            let mut file = p.as_os_str().to_owned();
+            file.push(format!(".{conns}"));
+            crate::profile::during(Path::new(&file), timing)
+        });
         let m = run_closed_loop(callers, timing).await;
+        if let Some(perf) = perf {
+            match perf.await {
+                Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
+                Ok(Err(e)) => eprintln!("    profile: {e}"),
+                Err(e) => eprintln!("    profile: {e}"),
+            }
+        }
         runs.push(RunResult::new(
             scenario.name(),
             label,

@@ -1,6 +1,8 @@
 //! The `dbforge-gateway` binary: configuration, logging, signals; the rest is
 //! the library.
 
+use std::io::IsTerminal;
+
 use dbforge_gateway::Config;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;

@@ -268,8 +268,10 @@ impl Db {
         self.conn.is_autocommit()
     }
 
-    /// Starts the time limit of a request.
+    /// Starts the time limit of a request (and forgets any refusal recorded
+    /// for an earlier one).
     pub fn start_deadline(&self) {
+        let _ = self.shared.take_denial();
         self.shared
             .set_deadline(Instant::now().checked_add(self.limits.timeout));
     }
@@ -334,6 +336,8 @@ impl Db {
         let more = !matches!(stmts.next(), Ok(None));
         self.shared.end_prepare();
         if more {
+            // A refusal of the second statement is not this request's reason.
+            let _ = self.shared.take_denial();
             return Err(bad_request(
                 "only one SQL statement is allowed here; send several with a batch",
             ));

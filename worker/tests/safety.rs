@@ -136,6 +136,15 @@ fn state_changing_pragmas_are_forbidden() {
         ("PRAGMA hard_heap_limit = 1", "hard_heap_limit"),
     ];
     let mut ops: Vec<Op> = refused.iter().map(|(sql, _)| exec(sql)).collect();
+    // Table-valued pragma functions run the pragma through the authorizer too.
+    ops.push(exec("SELECT * FROM pragma_journal_mode('OFF')"));
+    ops.push(exec("SELECT * FROM pragma_synchronous(0)"));
+    // A refused second statement leaves no refusal behind for the next one.
+    ops.push(exec("SELECT 1; ATTACH 'x' AS y"));
+    ops.push(Op::Begin {
+        mode: BeginMode::Immediate,
+    });
+    ops.push(Op::Rollback);
     ops.push(exec("PRAGMA journal_mode"));
     ops.push(exec("PRAGMA synchronous"));
     let out = run_ops(&dir.config(), ops);
@@ -144,15 +153,19 @@ fn state_changing_pragmas_are_forbidden() {
         assert_eq!(code, ErrorCode::Forbidden, "{sql}: {msg}");
         assert!(msg.contains(&format!("PRAGMA {name}")), "{sql}: {msg}");
     }
+    let n = refused.len();
+    for o in &out[n..n + 2] {
+        assert!(!is_ok(o) || query(o).rows.is_empty(), "{o:?}");
+    }
+    assert_eq!(err(&out[n + 2]).0, ErrorCode::BadRequest);
+    assert!(is_ok(&out[n + 3]), "{:?}", out[n + 3]);
+    assert!(is_ok(&out[n + 4]), "{:?}", out[n + 4]);
     // Nothing changed: still WAL and FULL (2).
     assert_eq!(
-        query(&out[refused.len()]).rows,
+        query(&out[n + 5]).rows,
         vec![vec![Value::Text("wal".into())]]
     );
-    assert_eq!(
-        query(&out[refused.len() + 1]).rows,
-        vec![vec![Value::Integer(2)]]
-    );
+    assert_eq!(query(&out[n + 6]).rows, vec![vec![Value::Integer(2)]]);
 }
 
 #[test]

@@ -156,6 +156,10 @@ struct LoadArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With --setup: record a system-wide `perf` profile of each measured
+    /// window to PATH.CONNS.
+    #[arg(long)]
+    perf: Option<PathBuf>,
 }
 
 fn main() -> Result<(), String> {
@@ -208,6 +212,7 @@ async fn load(args: LoadArgs) -> Result<(), String> {
             &args.timing.connections,
             timing,
             None,
+            args.perf.as_deref(),
         )
         .await?
     } else {
