@@ -10,13 +10,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();
     let filter = EnvFilter::try_from_env("DBFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
     if config.log_json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
+        logs.json().init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
