@@ -403,6 +403,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order.
+    pub const ALL: [ErrorCode; 19] = [
+        ErrorCode::SqlError,
+        ErrorCode::Constraint,
+        ErrorCode::Busy,
+        ErrorCode::Locked,
+        ErrorCode::Readonly,
+        ErrorCode::Mismatch,
+        ErrorCode::Range,
+        ErrorCode::TooBig,
+        ErrorCode::IoErr,
+        ErrorCode::Corrupt,
+        ErrorCode::CantOpen,
+        ErrorCode::NoMem,
+        ErrorCode::Misuse,
+        ErrorCode::Timeout,
+        ErrorCode::QuotaExceeded,
+        ErrorCode::TooLarge,
+        ErrorCode::BadRequest,
+        ErrorCode::Forbidden,
+        ErrorCode::Internal,
+    ];
+
     /// The code as it appears on the wire and in HTTP error bodies.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -569,28 +592,7 @@ mod tests {
 
     #[test]
     fn every_code_serializes_as_its_str() {
-        use ErrorCode::*;
-        for c in [
-            SqlError,
-            Constraint,
-            Busy,
-            Locked,
-            Readonly,
-            Mismatch,
-            Range,
-            TooBig,
-            IoErr,
-            Corrupt,
-            CantOpen,
-            NoMem,
-            Misuse,
-            Timeout,
-            QuotaExceeded,
-            TooLarge,
-            BadRequest,
-            Forbidden,
-            Internal,
-        ] {
+        for c in ErrorCode::ALL {
             assert_eq!(serde_json::to_value(c).unwrap(), c.as_str());
         }
     }
