@@ -6,3 +6,4 @@ mod bad_input;
 mod common;
 mod contract;
 mod lifecycle;
+mod process;
