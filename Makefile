@@ -26,15 +26,19 @@ all: images
 static:
 	$(STATIC_ENV) cargo build --release --locked --target $(TARGET) -p dbforge-worker -p dbforge-gateway
 
+# Each build gets its own context directory, so concurrent builds (two test
+# runs at once) never see each other's half-copied binaries.
 worker-image: static
-	rm -rf $(CONTEXT_DIR)/worker && mkdir -p $(CONTEXT_DIR)/worker/data
-	cp $(STATIC_DIR)/dbforge-worker $(CONTEXT_DIR)/worker/
-	docker build -q -t $(WORKER_IMAGE) -f images/worker/Dockerfile $(CONTEXT_DIR)/worker
+	@mkdir -p $(CONTEXT_DIR); ctx=$$(mktemp -d $(CONTEXT_DIR)/worker.XXXXXX); \
+	mkdir $$ctx/data && cp $(STATIC_DIR)/dbforge-worker $$ctx/ && \
+	docker build -q -t $(WORKER_IMAGE) -f images/worker/Dockerfile $$ctx; \
+	status=$$?; rm -rf $$ctx; exit $$status
 
 gateway-image: static
-	rm -rf $(CONTEXT_DIR)/gateway && mkdir -p $(CONTEXT_DIR)/gateway
-	cp $(STATIC_DIR)/dbforge-gateway $(CONTEXT_DIR)/gateway/
-	docker build -q -t $(GATEWAY_IMAGE) -f images/gateway/Dockerfile $(CONTEXT_DIR)/gateway
+	@mkdir -p $(CONTEXT_DIR); ctx=$$(mktemp -d $(CONTEXT_DIR)/gateway.XXXXXX); \
+	cp $(STATIC_DIR)/dbforge-gateway $$ctx/ && \
+	docker build -q -t $(GATEWAY_IMAGE) -f images/gateway/Dockerfile $$ctx; \
+	status=$$?; rm -rf $$ctx; exit $$status
 
 images: worker-image gateway-image
 
