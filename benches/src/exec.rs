@@ -61,7 +61,10 @@ pub async fn start_worker(
         .map_err(|e| format!("{}: {e}", data_dir.display()))?;
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        labels: Some(HashMap::from([(RUN_LABEL.to_string(), format!("bench-{run_id}"))])),
+        labels: Some(HashMap::from([(
+            RUN_LABEL.to_string(),
+            format!("bench-{run_id}"),
+        )])),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:/data", data_dir.display())]),
             ..Default::default()

@@ -461,10 +461,15 @@ impl Report {
         check(
             "gateway RSS with 200 databases",
             "< 50 MiB",
-            t.and_then(|t| t.gateway_rss_after)
-                .map(|b| (b as f64, fmt_mib(b))),
+            t.and_then(|t| t.gateway_rss_after.map(|b| (b, t.databases)))
+                .map(|(b, n)| (b as f64, format!("{} with {n} databases", fmt_mib(b)))),
             &|v| v < 50.0 * 1024.0 * 1024.0,
         );
+        if let (Some(t), Some(last)) = (t, out.last_mut()) {
+            if t.databases < 200 && last.status != "not measured" {
+                last.status = format!("{} (fewer than 200 databases)", last.status);
+            }
+        }
         out
     }
 

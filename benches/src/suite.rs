@@ -139,18 +139,15 @@ pub async fn run(cfg: SuiteConfig) -> Report {
         for (label, target) in [("baseline-http", &cfg.baseline), ("gateway", &cfg.gateway)] {
             let Some(target) = target else { continue };
             let name = format!("bench-{}-{}", cfg.run_id, scenario.name());
-            match http_scenario(
+            let runner = HttpRunner {
                 target,
                 label,
-                &name,
-                scenario,
-                &cfg.connections,
-                cfg.timing,
-                cfg.ledger.as_deref(),
-                None,
-            )
-            .await
-            {
+                connections: &cfg.connections,
+                timing: cfg.timing,
+                ledger: cfg.ledger.as_deref(),
+                profile: None,
+            };
+            match runner.scenario(&name, scenario).await {
                 Ok(runs) => runs.into_iter().for_each(|r| push(&mut report, r)),
                 Err(e) => report
                     .skipped
@@ -255,54 +252,66 @@ pub fn save(report: &Report, dir: &Path) {
     let _ = std::fs::write(dir.join("results.md"), report.markdown());
 }
 
-/// Runs one scenario against an HTTP target: a fresh database `name`, the
-/// load at each connection count, then the database deleted (also when a
-/// step fails).
-pub async fn http_scenario(
-    target: &Target,
-    label: &str,
-    name: &str,
-    scenario: Scenario,
-    connections: &[usize],
-    timing: Timing,
-    ledger: Option<&Path>,
-    profile: Option<&Path>,
-) -> Result<Vec<RunResult>, String> {
-    let mut client = JsonClient::new(target);
-    let set_up = tokio::time::timeout(SETUP_TIMEOUT, setup_db(&mut client, name, scenario, ledger))
+/// Runs scenarios against one HTTP target.
+pub struct HttpRunner<'a> {
+    /// The server.
+    pub target: &'a Target,
+    /// Its name in the results.
+    pub label: &'a str,
+    /// Connection counts, one load run each.
+    pub connections: &'a [usize],
+    /// Warm-up and window of each load run.
+    pub timing: Timing,
+    /// Where spawned databases are noted for clean-up.
+    pub ledger: Option<&'a Path>,
+    /// Record a `perf` profile of each window to `PATH.CONNS`.
+    pub profile: Option<&'a Path>,
+}
+
+impl HttpRunner<'_> {
+    /// Runs `scenario` on a fresh database `name`: the load at each
+    /// connection count, then the database deleted (also when a step fails).
+    pub async fn scenario(&self, name: &str, scenario: Scenario) -> Result<Vec<RunResult>, String> {
+        let (target, label, timing) = (self.target, self.label, self.timing);
+        let mut client = JsonClient::new(target);
+        let set_up = tokio::time::timeout(
+            SETUP_TIMEOUT,
+            setup_db(&mut client, name, scenario, self.ledger),
+        )
         .await
         .unwrap_or_else(|_| Err("set-up timed out".into()));
-    if let Err(e) = set_up {
-        delete_db(&mut client, name).await;
-        return Err(e);
-    }
-    let (make, expect) = workload::api_calls(scenario, name);
-    let mut runs = Vec::new();
-    for &conns in connections {
-        let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
-        let perf = profile.map(|p| {
-            let mut file = p.as_os_str().to_owned();
-            file.push(format!(".{conns}"));
-            crate::profile::during(Path::new(&file), timing)
-        });
-        let m = run_closed_loop(callers, timing).await;
-        if let Some(perf) = perf {
-            match perf.await {
-                Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
-                Ok(Err(e)) => eprintln!("    profile: {e}"),
-                Err(e) => eprintln!("    profile: {e}"),
-            }
+        if let Err(e) = set_up {
+            delete_db(&mut client, name).await;
+            return Err(e);
         }
-        runs.push(RunResult::new(
-            scenario.name(),
-            label,
-            conns,
-            scenario.rows_per_request(),
-            m,
-        ));
+        let (make, expect) = workload::api_calls(scenario, name);
+        let mut runs = Vec::new();
+        for &conns in self.connections {
+            let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
+            let perf = self.profile.map(|p| {
+                let mut file = p.as_os_str().to_owned();
+                file.push(format!(".{conns}"));
+                crate::profile::during(Path::new(&file), timing)
+            });
+            let m = run_closed_loop(callers, timing).await;
+            if let Some(perf) = perf {
+                match perf.await {
+                    Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
+                    Ok(Err(e)) => eprintln!("    profile: {e}"),
+                    Err(e) => eprintln!("    profile: {e}"),
+                }
+            }
+            runs.push(RunResult::new(
+                scenario.name(),
+                label,
+                conns,
+                scenario.rows_per_request(),
+                m,
+            ));
+        }
+        delete_db(&mut client, name).await;
+        Ok(runs)
     }
-    delete_db(&mut client, name).await;
-    Ok(runs)
 }
 
 /// Spawns database `name` and gives it the scenario's tables and rows.

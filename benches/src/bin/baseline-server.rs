@@ -27,6 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("baseline-server listens on loopback only".into());
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // Named apart from the gateway's tokio-rt-worker threads in profiles.
+    rt.thread_name("baseline-rt");
     if let Some(n) = args.threads {
         rt.worker_threads(n);
     }

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use dbforge_benches::http::Target;
 use dbforge_benches::load::{run_closed_loop, Timing};
 use dbforge_benches::report::{table_header, table_row, RunResult};
-use dbforge_benches::suite::{self, SuiteConfig};
+use dbforge_benches::suite::{self, HttpRunner, SuiteConfig};
 use dbforge_benches::workload::{self, Scenario};
 use dbforge_benches::{http::HttpCaller, inproc};
 
@@ -165,6 +165,9 @@ struct LoadArgs {
 fn main() -> Result<(), String> {
     let cli = Cli::parse();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // Named apart from the servers' tokio-rt-worker threads, so profiles
+    // and per-command CPU tell the load generator from what it measures.
+    rt.thread_name("bench-client");
     if let Some(n) = cli.client_threads {
         rt.worker_threads(n);
     }
@@ -204,17 +207,15 @@ async fn load(args: LoadArgs) -> Result<(), String> {
         }
         runs
     } else if args.setup {
-        suite::http_scenario(
-            &target,
-            &args.label,
-            &args.db,
-            args.scenario,
-            &args.timing.connections,
+        let runner = HttpRunner {
+            target: &target,
+            label: &args.label,
+            connections: &args.timing.connections,
             timing,
-            None,
-            args.perf.as_deref(),
-        )
-        .await?
+            ledger: None,
+            profile: args.perf.as_deref(),
+        };
+        runner.scenario(&args.db, args.scenario).await?
     } else {
         let (make, expect) = workload::api_calls(args.scenario, &args.db);
         let mut runs = Vec::new();
