@@ -36,6 +36,39 @@ pub struct CpuUsage {
     pub by_command: Vec<(String, f64)>,
 }
 
+/// Processes that a benchmark run itself makes busy: the load generator,
+/// the servers, Docker's daemons and shims, the workers, and the kernel
+/// threads that move their packets and pages. Everything else on the
+/// machine is noise (another build, another test run).
+const PART_OF_THE_RUN: &[&str] = &[
+    "dbforge-bench",
+    "baseline-server",
+    "dbforge-gateway",
+    "dockerd",
+    "containerd",
+    "containerd-shim",
+    "runc",
+    "runc:[2:INIT]",
+    "dbforge-worker",
+    "python",
+    "python3",
+    "kworker",
+    "ksoftirqd/0",
+    "ksoftirqd/1",
+    "perf",
+];
+
+impl CpuUsage {
+    /// CPU-seconds of processes that are not part of the run.
+    pub fn other_s(&self) -> f64 {
+        self.by_command
+            .iter()
+            .filter(|(c, _)| !PART_OF_THE_RUN.contains(&c.as_str()))
+            .map(|(_, s)| s)
+            .sum()
+    }
+}
+
 impl CpuSnapshot {
     /// Reads `/proc`; `None` where it cannot be read.
     pub fn take() -> Option<CpuSnapshot> {

@@ -111,7 +111,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let timing = Timing {
             warmup: Duration::from_millis(20),
-            duration: Duration::from_millis(100),
+            // Long enough for a few commits even when fsync is slow and the
+            // machine is busy.
+            duration: Duration::from_millis(400),
         };
         for s in Scenario::ALL {
             let m = run(s, &dir.join("t.sqlite3"), 2, timing).unwrap();

@@ -492,14 +492,24 @@ impl Report {
         let _ = writeln!(s, "## Load runs\n");
         let _ = writeln!(
             s,
-            "| scenario | target | conns | req/s | rows/s | p50 | p90 | p99 | max | errors | CPU/req (machine) | top CPU per request |"
+            "CPU/req is the whole machine's busy CPU time per counted request; \
+             *other load* is the CPU share (of all cores) taken by processes that are \
+             not part of the run (builds, other tests): the noise the run suffered.\n"
         );
         let _ = writeln!(
             s,
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "| scenario | target | conns | req/s | rows/s | p50 | p90 | p99 | max | errors | CPU/req (machine) | other load | top CPU per request |"
+        );
+        let _ = writeln!(
+            s,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for r in &self.runs {
             let l = &r.latency;
+            let other = r.cpu.as_ref().map_or("-".into(), |c| {
+                let cores = self.machine.cpus.max(1) as f64;
+                format!("{:.0} %", 100.0 * c.other_s() / (r.window_s * cores))
+            });
             let (cpu, top) = match r.cpu_per_request() {
                 Some((us, top)) => (
                     fmt_us(us),
@@ -512,7 +522,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario,
                 r.target,
                 r.connections,
@@ -524,6 +534,7 @@ impl Report {
                 fmt_us(l.max_us as f64),
                 r.errors,
                 cpu,
+                other,
                 top
             );
         }
