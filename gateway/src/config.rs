@@ -143,9 +143,14 @@ pub struct Config {
     pub log_json: bool,
 }
 
-/// Extra time the gateway waits for an answer beyond the statement timeout,
-/// before it declares the session stuck and replaces it.
+/// Extra time the gateway waits for an answer beyond the statement timeout
+/// and the worker's busy timeout (a statement may first wait that long for
+/// another session's lock), before it declares the session stuck.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+/// The worker's busy timeout (its default, `--busy-timeout-ms`): how long a
+/// statement waits for another session's write lock.
+pub const WORKER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Longest line the worker accepts; a request body fits with room to spare
 /// (a body of `max_body_bytes` can grow when re-encoded, e.g. escapes).
@@ -157,9 +162,14 @@ impl Config {
         Config::parse()
     }
 
-    /// Deadline for one answer from a worker.
+    /// How long a worker may go without answering while requests wait.
     pub fn answer_deadline(&self) -> Duration {
-        Duration::from_millis(self.statement_timeout_ms) + ANSWER_GRACE
+        Duration::from_millis(self.statement_timeout_ms) + WORKER_BUSY_TIMEOUT + ANSWER_GRACE
+    }
+
+    /// Longest request line the worker accepts.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_body_bytes * WORKER_MAX_LINE_FACTOR
     }
 
     /// Deadline for getting a session slot.

@@ -119,7 +119,7 @@ impl ApiError {
                     | ErrorCode::TooLarge
                     | ErrorCode::BadRequest => (S::BAD_REQUEST, false),
                     ErrorCode::Forbidden => (S::FORBIDDEN, false),
-                    ErrorCode::Timeout => (S::REQUEST_TIMEOUT, false),
+                    ErrorCode::Timeout => (S::GATEWAY_TIMEOUT, false),
                     ErrorCode::QuotaExceeded => (S::INSUFFICIENT_STORAGE, false),
                     ErrorCode::Busy | ErrorCode::Locked => (S::SERVICE_UNAVAILABLE, true),
                     ErrorCode::IoErr
@@ -184,6 +184,7 @@ impl From<SessionError> for ApiError {
         match e {
             SessionError::Timeout(_) => ApiError::WorkerTimeout,
             SessionError::Lost(m) | SessionError::Protocol(m) => ApiError::SessionLost(m),
+            SessionError::NotSent => ApiError::SessionLost("the session ended".into()),
         }
     }
 }

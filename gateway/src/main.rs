@@ -10,8 +10,15 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();
     let filter = EnvFilter::try_from_env("DBFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Every request is logged, so lines go through a channel to a writer
+    // thread that batches them into few writes, off the request path. The
+    // guard flushes what is left when main returns.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
+        64 * 1024,
+        std::io::stderr(),
+    ));
     let logs = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_env_filter(filter);
     if config.log_json {
         logs.json().init();

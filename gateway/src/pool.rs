@@ -17,12 +17,7 @@ use deadpool::managed::{self, Metrics, RecycleError, RecycleResult};
 
 use crate::names::DbName;
 use crate::runtime::{Runtime, RuntimeError, SessionArgs};
-use crate::session::{Session, SessionError};
-
-/// How long creating a lane may take, waking a stopped container and opening
-/// a session included. A cold container start is ~150 ms on an idle host,
-/// but seconds when hundreds start at once.
-pub const CREATE_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::session::{Session, SessionError, SessionLimits};
 
 /// How many times opening a session wakes the container before giving up.
 const WAKE_ATTEMPTS: u32 = 3;
@@ -51,6 +46,7 @@ pub struct LaneManager {
     name: DbName,
     runtime: Arc<dyn Runtime>,
     args: SessionArgs,
+    limits: SessionLimits,
     max_sessions: usize,
     /// Live sessions. The async lock also serializes opening sessions, so
     /// concurrent lane creations never open more than `max_sessions`.
@@ -64,11 +60,15 @@ pub struct LaneManager {
 pub type Pool = managed::Pool<LaneManager>;
 
 impl LaneManager {
-    /// A pool for one database.
+    /// A pool for one database. Waiting for a slot and creating one (which
+    /// may wake the container and open a session) are each bounded by
+    /// `wait`, so a request never hangs: it gets a slot or a 503.
+    #[allow(clippy::too_many_arguments)]
     pub fn pool(
         name: DbName,
         runtime: Arc<dyn Runtime>,
         args: SessionArgs,
+        limits: SessionLimits,
         max_sessions: usize,
         inflight_per_session: usize,
         wait: Duration,
@@ -78,6 +78,7 @@ impl LaneManager {
             name,
             runtime,
             args,
+            limits,
             max_sessions,
             sessions: tokio::sync::Mutex::new(Vec::new()),
             lifecycle,
@@ -85,7 +86,7 @@ impl LaneManager {
         managed::Pool::builder(manager)
             .max_size(max_sessions * inflight_per_session)
             .wait_timeout(Some(wait))
-            .create_timeout(Some(CREATE_TIMEOUT))
+            .create_timeout(Some(wait))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .expect("a runtime is set, so the pool builds")
@@ -97,10 +98,18 @@ impl LaneManager {
     async fn open(&self) -> Result<Session, OpenError> {
         let mut attempt = 0;
         loop {
-            match self.runtime.open_session(&self.name, &self.args).await {
-                Ok(io) => return Ok(Session::start(io).await?),
-                Err(RuntimeError::NotRunning) if attempt < WAKE_ATTEMPTS => {}
+            let retryable = match self.runtime.open_session(&self.name, &self.args).await {
+                Ok(io) => match Session::start(io, self.limits).await {
+                    Ok(session) => return Ok(session),
+                    // The container stopped before the worker said hello.
+                    Err(SessionError::Lost(why)) => OpenError::Session(SessionError::Lost(why)),
+                    Err(e) => return Err(e.into()),
+                },
+                Err(RuntimeError::NotRunning) => OpenError::Runtime(RuntimeError::NotRunning),
                 Err(e) => return Err(e.into()),
+            };
+            if attempt >= WAKE_ATTEMPTS {
+                return Err(retryable);
             }
             attempt += 1;
             if attempt > 1 {
@@ -109,6 +118,16 @@ impl LaneManager {
             let _lifecycle = self.lifecycle.lock().await;
             let (container, created) = self.runtime.start(&self.name).await?;
             tracing::info!(db = %self.name, container = %container.id, created, attempt, "woke database on demand");
+        }
+    }
+}
+
+impl LaneManager {
+    /// Ends every session of this pool (prune, delete, shutdown): requests
+    /// in flight fail, workers see EOF and exit.
+    pub async fn close_sessions(&self) {
+        for session in self.sessions.lock().await.drain(..) {
+            session.close();
         }
     }
 }

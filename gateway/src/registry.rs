@@ -11,11 +11,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use dbforge_protocol::{Op, Outcome, Payload, Statement, Value};
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, WORKER_MAX_LINE_FACTOR};
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::names::DbName;
-use crate::pool::{LaneManager, Pool};
+use deadpool::managed::PoolError;
+
+use crate::pool::{LaneManager, OpenError, Pool};
 use crate::runtime::{Container, DbSettings, Instance, Runtime, SessionArgs};
+use crate::session::{SessionError, SessionLimits};
 
 /// The smallest size quota a spawn may ask for: room for SQLite's header
 /// page, the schema and a little data.
@@ -44,8 +47,15 @@ pub struct Details {
 struct Db {
     /// Serializes spawn, prune, delete and waking of this database.
     lifecycle: Arc<tokio::sync::Mutex<()>>,
-    /// Replaced whole when the instance is pruned or deleted.
-    pool: RwLock<Pool>,
+    /// The pool and the settings its sessions were opened with; replaced
+    /// whole when the instance is pruned or deleted or its settings differ.
+    pool: RwLock<(Pool, DbSettings)>,
+}
+
+impl Db {
+    fn pool(&self) -> Pool {
+        self.pool.read().unwrap().0.clone()
+    }
 }
 
 /// See the module documentation.
@@ -53,7 +63,7 @@ pub struct Registry {
     runtime: Arc<dyn Runtime>,
     config: Arc<Config>,
     dbs: Mutex<HashMap<DbName, Arc<Db>>>,
-    /// Data-plane requests in flight across all databases.
+    /// Data-plane requests in flight to workers, across all databases.
     inflight: Arc<Semaphore>,
 }
 
@@ -86,12 +96,17 @@ impl Registry {
             timeout_ms: c.statement_timeout_ms,
             max_rows: c.max_rows,
             max_answer_bytes: c.max_answer_bytes,
-            max_line_bytes: (c.max_body_bytes * WORKER_MAX_LINE_FACTOR) as u64,
+            max_line_bytes: c.max_line_bytes() as u64,
+        };
+        let limits = SessionLimits {
+            answer_deadline: c.answer_deadline(),
+            max_line_bytes: c.max_line_bytes(),
         };
         LaneManager::pool(
             name.clone(),
             self.runtime.clone(),
             args,
+            limits,
             c.sessions_per_db as usize,
             c.inflight_per_session as usize,
             c.pool_wait(),
@@ -99,14 +114,16 @@ impl Registry {
         )
     }
 
-    /// The cached entry of a database, made from `instance` if missing.
+    /// The cached entry of a database, made from `instance` (whose settings
+    /// must be the ones Docker holds) if missing.
     fn entry(&self, instance: &Instance) -> Arc<Db> {
         let mut dbs = self.dbs.lock().unwrap();
         dbs.entry(instance.name.clone())
             .or_insert_with(|| {
                 let lifecycle = Arc::new(tokio::sync::Mutex::new(()));
+                let pool = self.new_pool(&instance.name, instance.settings, &lifecycle);
                 Arc::new(Db {
-                    pool: RwLock::new(self.new_pool(&instance.name, instance.settings, &lifecycle)),
+                    pool: RwLock::new((pool, instance.settings)),
                     lifecycle,
                 })
             })
@@ -115,6 +132,10 @@ impl Registry {
 
     fn cached(&self, name: &DbName) -> Option<Arc<Db>> {
         self.dbs.lock().unwrap().get(name).cloned()
+    }
+
+    fn forget(&self, name: &DbName) {
+        self.dbs.lock().unwrap().remove(name);
     }
 
     /// The entry of an existing database, asking the runtime if not cached.
@@ -128,11 +149,12 @@ impl Registry {
         }
     }
 
-    /// Drops the sessions of a database: its workers see EOF and exit.
-    fn reset_pool(&self, name: &DbName, db: &Db, settings: DbSettings) {
+    /// Replaces a database's pool with a fresh one and ends the old one's
+    /// sessions: their workers see EOF and exit.
+    async fn reset_pool(&self, name: &DbName, db: &Db, settings: DbSettings) {
         let fresh = self.new_pool(name, settings, &db.lifecycle);
-        let old = std::mem::replace(&mut *db.pool.write().unwrap(), fresh);
-        old.close();
+        let (old, _) = std::mem::replace(&mut *db.pool.write().unwrap(), (fresh, settings));
+        close_pool(&old).await;
     }
 
     /// Rebuilds the cache from the runtime (at start-up). Returns how many
@@ -151,28 +173,27 @@ impl Registry {
         name: &DbName,
         requested: DbSettings,
     ) -> Result<(Spawned, Container), ApiError> {
+        // The home first: its labels are the database's settings from then on.
+        let settings = match self.runtime.find(name).await? {
+            Some(instance) => instance.settings,
+            None => self.runtime.create_home(name, requested).await?,
+        };
         let db = self.entry(&Instance {
             name: name.clone(),
-            settings: requested,
+            settings,
             created: None,
             container: None,
         });
         let _lifecycle = db.lifecycle.lock().await;
-        let existing = self.runtime.find(name).await?;
-        match &existing {
-            // Cached with the requested settings but older: use its own.
-            Some(instance) if instance.settings != requested => {
-                self.reset_pool(name, &db, instance.settings)
-            }
-            Some(_) => {}
-            None => {
-                let settings = self.runtime.create_home(name, requested).await?;
-                if settings != requested {
-                    self.reset_pool(name, &db, settings);
-                }
-            }
+        // Looked at again under the lock: a concurrent spawn may have made
+        // the container meanwhile, and then this one did not.
+        let Some(instance) = self.runtime.find(name).await? else {
+            return Err(ApiError::DatabaseNotFound);
+        };
+        if db.pool.read().unwrap().1 != instance.settings {
+            self.reset_pool(name, &db, instance.settings).await;
         }
-        let had_container = existing.as_ref().is_some_and(|i| i.container.is_some());
+        let had_container = instance.container.is_some();
         let (container, created) = self.runtime.start(name).await?;
         let spawned = if created || !had_container {
             Spawned::Created
@@ -187,12 +208,9 @@ impl Registry {
         let Some(instance) = self.runtime.find(name).await? else {
             return Err(ApiError::InstanceNotFound);
         };
-        if instance.container.is_none() {
-            return Err(ApiError::InstanceNotFound);
-        }
         let db = self.entry(&instance);
         let _lifecycle = db.lifecycle.lock().await;
-        self.reset_pool(name, &db, instance.settings);
+        self.reset_pool(name, &db, instance.settings).await;
         if !self.runtime.remove_container(name).await? {
             return Err(ApiError::InstanceNotFound);
         }
@@ -201,17 +219,16 @@ impl Registry {
 
     /// Removes the database: container and data.
     pub async fn destroy(&self, name: &DbName) -> Result<(), ApiError> {
-        let db = self.cached(name);
-        let _lifecycle = match &db {
-            Some(db) => Some(db.lifecycle.lock().await),
-            None => None,
+        let Some(instance) = self.runtime.find(name).await? else {
+            self.forget(name);
+            return Err(ApiError::DatabaseNotFound);
         };
-        if let Some(db) = &db {
-            db.pool.read().unwrap().close();
-        }
-        let existed = self.runtime.destroy(name).await?;
-        self.dbs.lock().unwrap().remove(name);
-        if existed {
+        let db = self.entry(&instance);
+        let _lifecycle = db.lifecycle.lock().await;
+        close_pool(&db.pool()).await;
+        // Forgotten whatever happens next: the next request asks Docker.
+        self.forget(name);
+        if self.runtime.destroy(name).await? {
             Ok(())
         } else {
             Err(ApiError::DatabaseNotFound)
@@ -252,44 +269,72 @@ impl Registry {
     }
 
     /// Runs one operation on a session of the database.
+    ///
+    /// The call runs in its own task holding its lane until the worker has
+    /// answered, so a client that disconnects does not free a slot whose
+    /// request is still queued at the worker. A request that was never sent
+    /// (its session ended first, or the pool was replaced by a prune) is
+    /// retried once.
     pub async fn execute(&self, name: &DbName, op: Op) -> Result<Payload, ApiError> {
-        let _permit = self
-            .inflight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded)?;
         let db = self.db(name).await?;
-        let pool = db.pool.read().unwrap().clone();
-        let lane = match pool.get().await {
-            Ok(lane) => lane,
-            Err(e) => return Err(self.pool_error(name, e)),
-        };
-        match lane.session.call(op, self.config.answer_deadline()).await {
-            Ok(Outcome::Ok(payload)) => Ok(payload),
-            Ok(Outcome::Error(e)) => Err(ApiError::Sql(e)),
-            Err(e) => {
-                // Drop this session's other idle lanes now rather than one
-                // failed recycle at a time.
-                drop(lane);
-                pool.retain(|lane, _| lane.session.is_alive());
-                Err(e.into())
-            }
+        let mut retried = false;
+        loop {
+            let pool = db.pool();
+            let lane = match pool.get().await {
+                Ok(lane) => lane,
+                Err(PoolError::Closed) if !retried => {
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(self.pool_error(name, e)),
+            };
+            // The global bound counts work handed to workers, not requests
+            // queued for one database's slots, so a flood on one database
+            // cannot starve the others.
+            let permit = self
+                .inflight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded)?;
+            let call = tokio::spawn({
+                let op = op.clone();
+                async move {
+                    let result = lane.session.call(op).await;
+                    drop(permit);
+                    (result, lane)
+                }
+            });
+            let (result, lane) = call
+                .await
+                .map_err(|e| ApiError::SessionLost(format!("the request task failed: {e}")))?;
+            return match result {
+                Ok(Outcome::Ok(payload)) => Ok(payload),
+                Ok(Outcome::Error(e)) => Err(ApiError::Sql(e)),
+                Err(SessionError::NotSent) if !retried => {
+                    retried = true;
+                    drop(lane);
+                    pool.retain(|lane, _| lane.session.is_alive());
+                    continue;
+                }
+                Err(e) => {
+                    // Drop this session's other idle lanes now rather than
+                    // one failed recycle at a time.
+                    drop(lane);
+                    pool.retain(|lane, _| lane.session.is_alive());
+                    Err(e.into())
+                }
+            };
         }
     }
 
-    fn pool_error(
-        &self,
-        name: &DbName,
-        e: deadpool::managed::PoolError<crate::pool::OpenError>,
-    ) -> ApiError {
-        use deadpool::managed::PoolError;
+    fn pool_error(&self, name: &DbName, e: PoolError<OpenError>) -> ApiError {
         match e {
             PoolError::Timeout(_) => ApiError::PoolTimeout,
             PoolError::Backend(e) => {
                 let e = ApiError::from(e);
                 if matches!(e, ApiError::DatabaseNotFound) {
                     // Deleted behind our back: forget it.
-                    self.dbs.lock().unwrap().remove(name);
+                    self.forget(name);
                 }
                 e
             }
@@ -303,9 +348,16 @@ impl Registry {
     }
 
     /// Closes every pool (at shutdown): workers see EOF and exit.
-    pub fn close_all(&self) {
-        for db in self.dbs.lock().unwrap().values() {
-            db.pool.read().unwrap().close();
+    pub async fn close_all(&self) {
+        let all: Vec<Arc<Db>> = self.dbs.lock().unwrap().values().cloned().collect();
+        for db in all {
+            close_pool(&db.pool()).await;
         }
     }
+}
+
+/// Refuses new requests on a pool and ends its sessions.
+async fn close_pool(pool: &Pool) {
+    pool.close();
+    pool.manager().close_sessions().await;
 }

@@ -8,20 +8,25 @@
 //!
 //! When the worker's stdout ends or breaks (container stopped, worker
 //! killed) or the worker says something that is not the protocol, the session
-//! marks itself dead and fails every request in flight with
-//! [`SessionError::Lost`]; the pool then replaces it.
+//! marks itself dead, fails every request in flight with
+//! [`SessionError::Lost`] and closes the exec; the pool then replaces it. A
+//! watchdog does the same, with [`SessionError::Timeout`], when the worker
+//! stops answering for the answer deadline while requests wait.
 
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use dbforge_protocol::{to_line, Hello, Op, Outcome, Request, Response, PROTOCOL_VERSION};
+use dbforge_protocol::{
+    to_line, ErrorCode, Hello, Op, Outcome, Request, Response, WireError, PROTOCOL_VERSION,
+};
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
 
 use crate::runtime::SessionIo;
 
@@ -52,42 +57,71 @@ pub enum SessionError {
     /// The worker spoke something other than the protocol.
     #[error("worker protocol error: {0}")]
     Protocol(String),
+    /// The session had ended before the request was written: it did not
+    /// run, and can be retried on another session as it is.
+    #[error("the session had ended before the request was sent")]
+    NotSent,
 }
 
 type Reply = oneshot::Sender<Result<Outcome, SessionError>>;
 
+/// How often the watchdog looks at the oldest request in flight, at most.
+const WATCHDOG_TICK: Duration = Duration::from_millis(500);
+
+/// Limits a session enforces on its own side.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// How long the worker may go without answering while requests are in
+    /// flight before the session is declared stuck and ended.
+    pub answer_deadline: Duration,
+    /// The worker's longest request line; a longer request is refused here
+    /// rather than sent (the worker would refuse it without reading it).
+    pub max_line_bytes: usize,
+}
+
 struct Shared {
     /// Callers waiting for answers, oldest first, with the id each expects.
     pending: Mutex<VecDeque<(u64, Reply)>>,
+    /// When the worker last made progress: its last answer, or the moment
+    /// requests were queued to an idle session. The watchdog measures the
+    /// oldest request's wait from here, so requests queued behind a slow one
+    /// are not blamed for its time.
+    last_progress: Mutex<Instant>,
     /// False once the session has ended; never true again.
     alive: AtomicBool,
     /// Why it ended, for the callers that come after.
-    why_dead: Mutex<Option<String>>,
+    death: Mutex<Option<SessionError>>,
+    /// The reader, writer and watchdog tasks, ended when the session dies so
+    /// that the exec connection closes and the worker sees EOF.
+    tasks: Mutex<Vec<AbortHandle>>,
 }
 
 impl Shared {
-    /// Marks the session dead and fails every caller still waiting.
-    fn kill(&self, why: String) {
+    /// Marks the session dead, fails every caller still waiting with `why`,
+    /// and ends the session's tasks.
+    fn kill(&self, why: SessionError) {
         self.alive.store(false, Ordering::SeqCst);
-        let mut slot = self.why_dead.lock().unwrap();
-        if slot.is_none() {
-            *slot = Some(why.clone());
+        {
+            let mut death = self.death.lock().unwrap();
+            if death.is_none() {
+                *death = Some(why.clone());
+            }
         }
-        drop(slot);
         let waiting: Vec<_> = self.pending.lock().unwrap().drain(..).collect();
         for (_, reply) in waiting {
-            let _ = reply.send(Err(SessionError::Lost(why.clone())));
+            let _ = reply.send(Err(why.clone()));
+        }
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
         }
     }
 
-    fn lost(&self) -> SessionError {
-        SessionError::Lost(
-            self.why_dead
-                .lock()
-                .unwrap()
-                .clone()
-                .unwrap_or_else(|| "session closed".into()),
-        )
+    fn death(&self) -> SessionError {
+        self.death
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| SessionError::Lost("session closed".into()))
     }
 }
 
@@ -98,12 +132,13 @@ pub struct Session {
     shared: Arc<Shared>,
     next_id: AtomicU64,
     hello: Hello,
+    limits: SessionLimits,
 }
 
 impl Session {
     /// Waits for the worker's hello on `io`, checks its protocol version,
-    /// and starts the session's reader and writer tasks.
-    pub async fn start(io: SessionIo) -> Result<Session, SessionError> {
+    /// and starts the session's reader, writer and watchdog tasks.
+    pub async fn start(io: SessionIo, limits: SessionLimits) -> Result<Session, SessionError> {
         let SessionIo { mut output, input } = io;
         let mut buf = BytesMut::with_capacity(64 * 1024);
         let hello_line = tokio::time::timeout(HELLO_TIMEOUT, async {
@@ -142,17 +177,24 @@ impl Session {
 
         let shared = Arc::new(Shared {
             pending: Mutex::new(VecDeque::new()),
+            last_progress: Mutex::new(Instant::now()),
             alive: AtomicBool::new(true),
-            why_dead: Mutex::new(None),
+            death: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_loop(rx, input, shared.clone()));
-        tokio::spawn(read_loop(output, buf, shared.clone()));
+        let tasks = [
+            tokio::spawn(write_loop(rx, input, shared.clone(), limits)).abort_handle(),
+            tokio::spawn(read_loop(output, buf, shared.clone())).abort_handle(),
+            tokio::spawn(watchdog(shared.clone(), limits.answer_deadline)).abort_handle(),
+        ];
+        shared.tasks.lock().unwrap().extend(tasks);
         Ok(Session {
             queue,
             shared,
             next_id: AtomicU64::new(1),
             hello,
+            limits,
         })
     }
 
@@ -166,34 +208,46 @@ impl Session {
         self.shared.alive.load(Ordering::SeqCst)
     }
 
-    /// Sends one request and waits for its answer, at most `deadline`. Past
-    /// the deadline the session is declared stuck and ended.
-    pub async fn call(&self, op: Op, deadline: Duration) -> Result<Outcome, SessionError> {
+    /// Ends the session now: callers in flight fail, the worker sees EOF.
+    pub fn close(&self) {
+        self.shared
+            .kill(SessionError::Lost("the session was closed".into()));
+    }
+
+    /// Sends one request and waits for its answer. The wait is bounded by
+    /// the watchdog: a worker that stops answering for the answer deadline
+    /// is ended, and every caller waiting on it fails.
+    pub async fn call(&self, op: Op) -> Result<Outcome, SessionError> {
         if !self.is_alive() {
-            return Err(self.shared.lost());
+            return Err(SessionError::NotSent);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.queue
             .send((Request { id, op }, tx))
             .await
-            .map_err(|_| self.shared.lost())?;
-        match tokio::time::timeout(deadline, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.shared.lost()),
-            Err(_) => {
-                self.shared
-                    .kill(format!("request {id} got no answer within {deadline:?}"));
-                Err(SessionError::Timeout(deadline))
-            }
+            .map_err(|_| SessionError::NotSent)?;
+        match rx.await {
+            Ok(result) => result,
+            Err(_) => Err(self.shared.death()),
         }
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        // The writer task sees its queue close and shuts the worker's stdin.
+        // The writer sees its queue close and shuts the worker's stdin; the
+        // worker finishes what it has and exits. Should it not (it stopped
+        // reading its input), end the tasks once the deadline has passed.
         self.shared.alive.store(false, Ordering::SeqCst);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let shared = self.shared.clone();
+            let deadline = self.limits.answer_deadline;
+            runtime.spawn(async move {
+                tokio::time::sleep(deadline).await;
+                shared.kill(SessionError::Lost("the session was closed".into()));
+            });
+        }
     }
 }
 
@@ -201,29 +255,52 @@ async fn write_loop(
     mut rx: mpsc::Receiver<(Request, Reply)>,
     mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     shared: Arc<Shared>,
+    limits: SessionLimits,
 ) {
     let mut buf = Vec::with_capacity(64 * 1024);
+    let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
+        // Encode every request queued right now (outside any lock).
+        while let Some((request, reply)) = next.take() {
+            let start = buf.len();
+            to_line(&request, &mut buf);
+            let len = buf.len() - start;
+            if len > limits.max_line_bytes {
+                buf.truncate(start);
+                let _ = reply.send(Ok(Outcome::Error(WireError::new(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "the request encodes to {len} bytes, more than the worker accepts ({}); split it",
+                        limits.max_line_bytes
+                    ),
+                ))));
+            } else {
+                batch.push((request.id, reply));
+            }
+            if buf.len() < MAX_WRITE_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         {
             // Register every caller before its bytes are written, in write
             // order, so the reader always finds the caller of an answer.
             let mut pending = shared.pending.lock().unwrap();
-            while let Some((request, reply)) = next.take() {
-                if !shared.alive.load(Ordering::SeqCst) {
-                    let _ = reply.send(Err(shared.lost()));
-                } else {
-                    to_line(&request, &mut buf);
-                    pending.push_back((request.id, reply));
+            if !shared.alive.load(Ordering::SeqCst) {
+                drop(pending);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(SessionError::NotSent));
                 }
-                if buf.len() < MAX_WRITE_BYTES {
-                    next = rx.try_recv().ok();
-                }
+                continue;
             }
-        }
-        if buf.is_empty() {
-            continue;
+            if pending.is_empty() {
+                *shared.last_progress.lock().unwrap() = Instant::now();
+            }
+            pending.extend(batch.drain(..));
         }
         let written = async {
             input.write_all(&buf).await?;
@@ -231,7 +308,10 @@ async fn write_loop(
         }
         .await;
         if let Err(e) = written {
-            shared.kill(format!("writing to the worker failed: {e}"));
+            shared.kill(SessionError::Lost(format!(
+                "writing to the worker failed: {e}"
+            )));
+            return;
         }
         if buf.capacity() > 4 * MAX_WRITE_BYTES {
             buf = Vec::with_capacity(64 * 1024);
@@ -257,7 +337,7 @@ async fn read_loop(
             let line = buf.split_to(scanned + pos + 1);
             scanned = 0;
             if let Err(why) = deliver(&line, &shared) {
-                shared.kill(why);
+                shared.kill(SessionError::Protocol(why));
                 return;
             }
         }
@@ -274,7 +354,7 @@ async fn read_loop(
             None => break "the worker's output ended (container stopped or worker exited)".into(),
         }
     };
-    shared.kill(why);
+    shared.kill(SessionError::Lost(why));
 }
 
 /// Parses one answer line and completes the caller waiting for it.
@@ -291,11 +371,245 @@ fn deliver(line: &[u8], shared: &Shared) -> Result<(), String> {
         .unwrap()
         .pop_front()
         .ok_or_else(|| "an answer nobody asked for".to_string())?;
-    if response.id != Some(expected) {
-        let why = format!("answer id {:?} where {expected} was expected", response.id);
+    *shared.last_progress.lock().unwrap() = Instant::now();
+    // Answers come in request order; `id: null` is the worker's answer to a
+    // line it could not read at all, still in its place.
+    if let Some(id) = response.id.filter(|id| *id != expected) {
+        let why = format!("answer id {id} where {expected} was expected");
         let _ = reply.send(Err(SessionError::Protocol(why.clone())));
         return Err(why);
     }
     let _ = reply.send(Ok(response.outcome));
     Ok(())
+}
+
+/// Ends the session when its oldest request has waited past `deadline`
+/// since the worker last made progress.
+async fn watchdog(shared: Arc<Shared>, deadline: Duration) {
+    let tick = WATCHDOG_TICK.min(deadline / 4);
+    loop {
+        tokio::time::sleep(tick).await;
+        if !shared.alive.load(Ordering::SeqCst) {
+            return;
+        }
+        let stuck = !shared.pending.lock().unwrap().is_empty()
+            && shared.last_progress.lock().unwrap().elapsed() > deadline;
+        if stuck {
+            shared.kill(SessionError::Timeout(deadline));
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session against an in-memory fake worker: what it does with
+    //! pipelined answers, broken answers, silence and oversized requests.
+
+    use std::time::Duration;
+
+    use dbforge_protocol::{Payload, Statement};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// What the fake worker does with each request line it reads.
+    type Script = Box<dyn FnMut(Request) -> Option<String> + Send>;
+
+    /// A session whose worker is `script`: it answers a request with the
+    /// line the script returns (None: stay silent).
+    async fn session_with(script: Script, limits: SessionLimits) -> Session {
+        slow_session_with(script, limits, Duration::ZERO).await
+    }
+
+    /// The same, with a worker that spends `work` on each request.
+    async fn slow_session_with(
+        mut script: Script,
+        limits: SessionLimits,
+        work: Duration,
+    ) -> Session {
+        let (client_in, worker_in) = tokio::io::duplex(1 << 20);
+        let (out_tx, out_rx) = mpsc::unbounded_channel::<io::Result<bytes::Bytes>>();
+        let hello = r#"{"protocol":1,"sqlite_version":"3","worker_version":"0"}"#;
+        out_tx.send(Ok(format!("{hello}\n").into())).unwrap();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(worker_in).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let request: Request = serde_json::from_str(&line).unwrap();
+                tokio::time::sleep(work).await;
+                if let Some(answer) = script(request) {
+                    // Split every answer in two frames: frames are not lines.
+                    let (a, b) = answer.split_at(answer.len() / 2);
+                    let _ = out_tx.send(Ok(a.to_owned().into()));
+                    let _ = out_tx.send(Ok(format!("{b}\n").into()));
+                }
+            }
+        });
+        let output = futures_util::stream::unfold(out_rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let io = SessionIo {
+            output: Box::pin(output),
+            input: Box::pin(client_in),
+        };
+        Session::start(io, limits).await.unwrap()
+    }
+
+    fn limits() -> SessionLimits {
+        SessionLimits {
+            answer_deadline: Duration::from_secs(5),
+            max_line_bytes: 1 << 20,
+        }
+    }
+
+    fn pong(id: Option<u64>) -> String {
+        serde_json::to_string(&Response {
+            id,
+            outcome: Outcome::Ok(Payload::Pong),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_reach_their_callers() {
+        let echo: Script = Box::new(|r: Request| {
+            let Op::Execute(s) = r.op else { return None };
+            Some(
+                serde_json::to_string(&Response {
+                    id: Some(r.id),
+                    outcome: Outcome::Error(WireError::new(ErrorCode::SqlError, s.sql)),
+                })
+                .unwrap(),
+            )
+        });
+        let session = Arc::new(session_with(echo, limits()).await);
+        let calls = (0..200).map(|i| {
+            let session = session.clone();
+            tokio::spawn(async move {
+                let out = session
+                    .call(Op::Execute(Statement::new(i.to_string())))
+                    .await;
+                (i, out)
+            })
+        });
+        for call in calls.collect::<Vec<_>>() {
+            let (i, out) = call.await.unwrap();
+            match out.unwrap() {
+                Outcome::Error(e) => assert_eq!(e.message, i.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(session.is_alive());
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_id_goes_to_the_oldest_caller() {
+        let session = session_with(Box::new(|_| Some(pong(None))), limits()).await;
+        assert_eq!(
+            session.call(Op::Ping).await.unwrap(),
+            Outcome::Ok(Payload::Pong)
+        );
+        assert!(session.is_alive());
+    }
+
+    #[tokio::test]
+    async fn a_wrong_id_ends_the_session() {
+        let session = session_with(Box::new(|r| Some(pong(Some(r.id + 7)))), limits()).await;
+        assert!(matches!(
+            session.call(Op::Ping).await,
+            Err(SessionError::Protocol(_))
+        ));
+        assert!(!session.is_alive());
+        assert!(matches!(
+            session.call(Op::Ping).await,
+            Err(SessionError::NotSent)
+        ));
+    }
+
+    #[tokio::test]
+    async fn garbage_output_ends_the_session() {
+        let session = session_with(Box::new(|_| Some("not json".into())), limits()).await;
+        assert!(matches!(
+            session.call(Op::Ping).await,
+            Err(SessionError::Protocol(_))
+        ));
+        assert!(!session.is_alive());
+    }
+
+    #[tokio::test]
+    async fn a_silent_worker_is_declared_stuck() {
+        let limits = SessionLimits {
+            answer_deadline: Duration::from_millis(200),
+            max_line_bytes: 1 << 20,
+        };
+        let session = session_with(Box::new(|_| None), limits).await;
+        let started = Instant::now();
+        assert!(matches!(
+            session.call(Op::Ping).await,
+            Err(SessionError::Timeout(_))
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(!session.is_alive());
+    }
+
+    #[tokio::test]
+    async fn requests_queued_behind_a_slow_one_are_not_blamed_for_it() {
+        // Each answer takes 150 ms; the deadline is 400 ms; ten requests in
+        // flight wait 1.5 s in all, yet none is declared stuck.
+        let limits = SessionLimits {
+            answer_deadline: Duration::from_millis(400),
+            max_line_bytes: 1 << 20,
+        };
+        let answer: Script = Box::new(|r| Some(pong(Some(r.id))));
+        let session = Arc::new(slow_session_with(answer, limits, Duration::from_millis(150)).await);
+        let calls: Vec<_> = (0..10)
+            .map(|_| {
+                let session = session.clone();
+                tokio::spawn(async move { session.call(Op::Ping).await })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap().unwrap(), Outcome::Ok(Payload::Pong));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_is_refused_without_sending_it() {
+        let limits = SessionLimits {
+            answer_deadline: Duration::from_secs(5),
+            max_line_bytes: 100,
+        };
+        let sent = Arc::new(Mutex::new(0));
+        let counter = sent.clone();
+        let session = session_with(
+            Box::new(move |r| {
+                *counter.lock().unwrap() += 1;
+                Some(pong(Some(r.id)))
+            }),
+            limits,
+        )
+        .await;
+        let big = Op::Execute(Statement::new("x".repeat(200)));
+        match session.call(big).await.unwrap() {
+            Outcome::Error(e) => assert_eq!(e.code, ErrorCode::TooLarge),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            session.call(Op::Ping).await.unwrap(),
+            Outcome::Ok(Payload::Pong)
+        );
+        assert_eq!(*sent.lock().unwrap(), 1, "only the ping reached the worker");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_exits_fails_callers_as_lost() {
+        let session = session_with(Box::new(|_| None), limits()).await;
+        session.close();
+        assert!(!session.is_alive());
+        assert!(matches!(
+            session.call(Op::Ping).await,
+            Err(SessionError::NotSent)
+        ));
+    }
 }

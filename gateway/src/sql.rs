@@ -171,16 +171,41 @@ pub fn select_rows(table: &str, filters: &[(String, String)]) -> Result<Statemen
     })
 }
 
-/// One `INSERT` per row (rows may name different columns).
+/// Why rows cannot be inserted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum InsertError {
+    /// The request is wrong (no rows, a bad name).
+    Invalid(String),
+    /// The statements would be larger than `budget` bytes: the SQL text of
+    /// an INSERT is repeated for every row, so a body of many tiny rows with
+    /// long names grows several times over.
+    TooLarge {
+        /// The budget that was exceeded.
+        budget: usize,
+    },
+}
+
+/// One `INSERT` per row (rows may name different columns), at most `budget`
+/// bytes of SQL text in all.
 pub fn insert_rows(
     table: &str,
     rows: &[BTreeMap<String, Value>],
-) -> Result<Vec<Statement>, String> {
-    check_name("the table name", table)?;
+    budget: usize,
+) -> Result<Vec<Statement>, InsertError> {
+    check_name("the table name", table).map_err(InsertError::Invalid)?;
     if rows.is_empty() {
-        return Err("rows must hold at least one row".into());
+        return Err(InsertError::Invalid(
+            "rows must hold at least one row".into(),
+        ));
     }
     let table = quote_ident(table);
+    let mut size = 0usize;
+    for row in rows {
+        size += 40 + table.len() + row.keys().map(|k| k.len() + 6).sum::<usize>();
+        if size > budget {
+            return Err(InsertError::TooLarge { budget });
+        }
+    }
     rows.iter()
         .enumerate()
         .map(|(i, row)| {
@@ -191,7 +216,8 @@ pub fn insert_rows(
             }
             let mut cols = Vec::with_capacity(row.len());
             for name in row.keys() {
-                check_name(&format!("row {i}: a column name"), name)?;
+                check_name(&format!("row {i}: a column name"), name)
+                    .map_err(InsertError::Invalid)?;
                 cols.push(quote_ident(name));
             }
             let marks = vec!["?"; row.len()].join(", ");
@@ -291,13 +317,21 @@ mod tests {
         );
         let row: BTreeMap<String, Value> =
             serde_json::from_str(r#"{"name": "x'); DROP", "age": 3}"#).unwrap();
-        let ins = insert_rows("t", &[row, BTreeMap::new()]).unwrap();
+        let ins = insert_rows("t", &[row.clone(), BTreeMap::new()], 1 << 20).unwrap();
         assert_eq!(
             ins[0].sql,
             r#"INSERT INTO "t" ("age", "name") VALUES (?, ?)"#
         );
         assert_eq!(ins[1].sql, r#"INSERT INTO "t" DEFAULT VALUES"#);
-        assert!(insert_rows("t", &[]).is_err());
+        assert!(matches!(
+            insert_rows("t", &[], 1 << 20),
+            Err(InsertError::Invalid(_))
+        ));
+        let many = vec![row; 1000];
+        assert_eq!(
+            insert_rows(&"x".repeat(500), &many, 100_000),
+            Err(InsertError::TooLarge { budget: 100_000 })
+        );
         assert!(select_rows("", &[]).is_err());
     }
 }

@@ -109,7 +109,11 @@ pub async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Result
         Route::InsertRows(db, table) => {
             let name = db_name(&db)?;
             let body: RowsBody = json_body(req, limit).await?;
-            let statements = sql::insert_rows(&table, &body.rows).map_err(ApiError::BadRequest)?;
+            let statements = sql::insert_rows(&table, &body.rows, app.config.max_line_bytes() / 2)
+                .map_err(|e| match e {
+                    sql::InsertError::Invalid(m) => ApiError::BadRequest(m),
+                    sql::InsertError::TooLarge { .. } => ApiError::BodyTooLarge { limit },
+                })?;
             match execute(app, &name, Op::Batch { statements }).await? {
                 Payload::Batch(results) => {
                     let inserted: u64 = results.iter().map(|r| r.rows_changed).sum();

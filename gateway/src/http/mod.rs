@@ -106,7 +106,7 @@ pub async fn serve(
     {
         tracing::warn!("grace period over; closing the remaining connections");
     }
-    app.registry.close_all();
+    app.registry.close_all().await;
     tracing::info!("shut down");
     Ok(())
 }

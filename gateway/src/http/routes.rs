@@ -78,6 +78,11 @@ impl Route {
 
 /// Finds the route of a request.
 pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    // One trailing slash is the same route (`/admin/databases/`).
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
     let raw: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut segs = Vec::with_capacity(raw.len());
     for s in &raw {

@@ -393,11 +393,7 @@ impl Runtime for DockerRuntime {
                 },
             )
             .await
-            .map_err(|e| match status(&e) {
-                // 409: the container is not running; 404: it is gone.
-                Some(409) | Some(404) => RuntimeError::NotRunning,
-                _ => failed(e),
-            })?;
+            .map_err(exec_error)?;
         let started = docker
             .start_exec(
                 &exec.id,
@@ -408,7 +404,8 @@ impl Runtime for DockerRuntime {
                 }),
             )
             .await
-            .map_err(failed)?;
+            // The container may stop between creating the exec and starting it.
+            .map_err(exec_error)?;
         let StartExecResults::Attached { output, input } = started else {
             return Err(RuntimeError::Failed("exec started detached".into()));
         };
@@ -442,6 +439,25 @@ fn settings_from_labels(labels: &HashMap<String, String>) -> DbSettings {
             .get(LABEL_MAX_BYTES)
             .and_then(|s| s.parse().ok())
             .unwrap_or(UNLABELLED_MAX_BYTES),
+    }
+}
+
+/// Errors of creating or starting an exec: 409 means the container is not
+/// running, 404 that it is gone; both are woken by the caller. Starting an
+/// exec in a container that stopped a moment ago can also come back as a 500
+/// "is not running" (Docker 20.10), which means the same.
+fn exec_error(e: DockerError) -> RuntimeError {
+    match &e {
+        DockerError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        } => RuntimeError::NotRunning,
+        DockerError::DockerResponseServerError { message, .. }
+            if message.contains("is not running") || message.contains("No such container") =>
+        {
+            RuntimeError::NotRunning
+        }
+        _ => failed(e),
     }
 }
 

@@ -189,7 +189,7 @@ async fn limits_timeout_quota_and_overload() {
     let forever =
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
     let a = gw.query("lim", forever, json!([])).await;
-    assert_eq!((a.status, a.code()), (408, "TIMEOUT"), "{}", a.body);
+    assert_eq!((a.status, a.code()), (504, "TIMEOUT"), "{}", a.body);
     let after = gw.query("lim", "SELECT 1 AS one", json!([])).await;
     assert_eq!(
         after.body["data"],
@@ -209,40 +209,6 @@ async fn limits_timeout_quota_and_overload() {
         (400, "TOO_LARGE"),
         "{}",
         many.body
-    );
-
-    // One slot in flight: of two slow requests at once, one runs (and times
-    // out) and the other is refused at once with 503 and Retry-After.
-    let slow = || {
-        let client = gw.client.clone();
-        let url = format!("{}/api/db/lim/query", gw.base);
-        tokio::spawn(async move {
-            let resp = client
-                .post(url)
-                .json(&json!({"sql": forever}))
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let body: serde_json::Value = resp.json().await.unwrap();
-            (
-                status,
-                retry_after,
-                body["error"]["code"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-    };
-    let (a, b) = (slow(), slow());
-    let mut outcomes = [a.await.unwrap(), b.await.unwrap()];
-    outcomes.sort();
-    assert_eq!(outcomes[0], (408, None, "TIMEOUT".to_string()));
-    assert_eq!(
-        outcomes[1],
-        (503, Some("1".to_string()), "OVERLOADED".to_string())
     );
 
     // Quota: a database of 128 KiB refuses writes past it and stays readable.
@@ -276,5 +242,58 @@ async fn limits_timeout_quota_and_overload() {
         check.body["data"][0]["integrity_check"], "ok",
         "{}",
         check.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_inflight_bound_is_503_with_retry_after() {
+    let ns = Namespace::new();
+    let gw = Gateway::start(
+        &ns,
+        &["--statement-timeout-ms", "2000", "--max-inflight", "1"],
+    )
+    .await;
+    gw.spawn("busy").await;
+    let forever =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+    // One slot in flight: of three slow requests at once, one runs (and
+    // times out after 2 s) and the others are refused at once.
+    let slow = || {
+        let client = gw.client.clone();
+        let url = format!("{}/api/db/busy/query", gw.base);
+        tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .json(&json!({"sql": forever}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (
+                status,
+                retry_after,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+    };
+    let tasks = [slow(), slow(), slow()];
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap());
+    }
+    outcomes.sort();
+    let overloaded = (503, Some("1".to_string()), "OVERLOADED".to_string());
+    assert_eq!(
+        outcomes,
+        vec![
+            overloaded.clone(),
+            overloaded,
+            (504, None, "TIMEOUT".to_string())
+        ]
     );
 }
