@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -24,6 +24,11 @@ use crate::registry::Registry;
 
 mod handlers;
 pub mod routes;
+
+/// How long a client may take to send a request's headers (and an idle
+/// keep-alive connection may wait for its next request) before the
+/// connection is closed: a bound on connections held open by slow clients.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What every request handler shares.
 pub struct App {
@@ -81,6 +86,8 @@ pub async fn serve(
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
