@@ -65,8 +65,12 @@ pub async fn start_worker(
             RUN_LABEL.to_string(),
             format!("bench-{run_id}"),
         )])),
+        // No network, like the gateway's database containers: setting up a
+        // bridge endpoint is a large part of a container's start.
+        network_disabled: Some(true),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:/data", data_dir.display())]),
+            network_mode: Some("none".into()),
             ..Default::default()
         }),
         ..Default::default()
