@@ -270,13 +270,12 @@ impl Registry {
 
     /// Runs one operation on a session of the database.
     ///
-    /// The call runs in its own task holding its lane until the worker has
-    /// answered, so a client that disconnects does not free a slot whose
-    /// request is still queued at the worker. A request that was never sent
+    /// A request that was never sent
     /// (its session ended first, or the pool was replaced by a prune) is
     /// retried once.
     pub async fn execute(&self, name: &DbName, op: Op) -> Result<Payload, ApiError> {
         let db = self.db(name).await?;
+        let op = Arc::new(op);
         let mut retried = false;
         loop {
             let pool = db.pool();
@@ -296,30 +295,24 @@ impl Registry {
                 .clone()
                 .try_acquire_owned()
                 .map_err(|_| ApiError::Overloaded)?;
-            let call = tokio::spawn({
-                let op = op.clone();
-                async move {
-                    let result = lane.session.call(op).await;
-                    drop(permit);
-                    (result, lane)
-                }
-            });
-            let (result, lane) = call
-                .await
-                .map_err(|e| ApiError::SessionLost(format!("the request task failed: {e}")))?;
+            // The lane and the permit are held by the request itself until
+            // the worker answers, so a client that disconnects does not free
+            // a slot whose request is still queued in the worker.
+            let session = lane.session.clone();
+            let result = session
+                .call_holding(op.clone(), Some(Box::new((lane, permit))))
+                .await;
             return match result {
                 Ok(Outcome::Ok(payload)) => Ok(payload),
                 Ok(Outcome::Error(e)) => Err(ApiError::Sql(e)),
                 Err(SessionError::NotSent) if !retried => {
                     retried = true;
-                    drop(lane);
                     pool.retain(|lane, _| lane.session.is_alive());
                     continue;
                 }
                 Err(e) => {
                     // Drop this session's other idle lanes now rather than
                     // one failed recycle at a time.
-                    drop(lane);
                     pool.retain(|lane, _| lane.session.is_alive());
                     Err(e.into())
                 }

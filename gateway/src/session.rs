@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use dbforge_protocol::{
-    to_line, ErrorCode, Hello, Op, Outcome, Request, Response, WireError, PROTOCOL_VERSION,
+    to_line, ErrorCode, Hello, Op, Outcome, Response, WireError, PROTOCOL_VERSION,
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
@@ -38,6 +38,12 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most bytes coalesced into one write to the worker's stdin; bounds the
 /// latency one large batch of requests adds to the next.
 const MAX_WRITE_BYTES: usize = 1024 * 1024;
+
+/// First sizes of a session's read and write buffers. Small, because an
+/// idle gateway holds one pair per session and hundreds of sessions; they
+/// grow with the traffic.
+const READ_BUFFER: usize = 8 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
 
 /// Capacity of the queue from callers to the writer task. Callers never
 /// wait on it in practice: the pool bounds requests in flight per session.
@@ -63,7 +69,20 @@ pub enum SessionError {
     NotSent,
 }
 
-type Reply = oneshot::Sender<Result<Outcome, SessionError>>;
+/// A caller waiting for its answer, and what it holds until then.
+struct Reply {
+    tx: oneshot::Sender<Result<Outcome, SessionError>>,
+    /// Released only once the answer is in (or the session is dead), even if
+    /// the caller gave up waiting: a request slot stays taken while its
+    /// request is still queued in the worker.
+    _hold: Option<Box<dyn Send>>,
+}
+
+impl Reply {
+    fn send(self, result: Result<Outcome, SessionError>) {
+        let _ = self.tx.send(result);
+    }
+}
 
 /// How often the watchdog looks at the oldest request in flight, at most.
 const WATCHDOG_TICK: Duration = Duration::from_millis(500);
@@ -109,7 +128,7 @@ impl Shared {
         }
         let waiting: Vec<_> = self.pending.lock().unwrap().drain(..).collect();
         for (_, reply) in waiting {
-            let _ = reply.send(Err(why.clone()));
+            reply.send(Err(why.clone()));
         }
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
@@ -128,7 +147,7 @@ impl Shared {
 /// A handle to one worker session; dropping the last handle closes the
 /// worker's stdin, which ends the worker.
 pub struct Session {
-    queue: mpsc::Sender<(Request, Reply)>,
+    queue: mpsc::Sender<(u64, Arc<Op>, Reply)>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
     hello: Hello,
@@ -140,7 +159,7 @@ impl Session {
     /// and starts the session's reader, writer and watchdog tasks.
     pub async fn start(io: SessionIo, limits: SessionLimits) -> Result<Session, SessionError> {
         let SessionIo { mut output, input } = io;
-        let mut buf = BytesMut::with_capacity(64 * 1024);
+        let mut buf = BytesMut::with_capacity(READ_BUFFER);
         let hello_line = tokio::time::timeout(HELLO_TIMEOUT, async {
             loop {
                 if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
@@ -218,13 +237,24 @@ impl Session {
     /// the watchdog: a worker that stops answering for the answer deadline
     /// is ended, and every caller waiting on it fails.
     pub async fn call(&self, op: Op) -> Result<Outcome, SessionError> {
+        self.call_holding(Arc::new(op), None).await
+    }
+
+    /// Like [`Session::call`], keeping `hold` alive until the answer is in,
+    /// whether or not the caller still waits for it.
+    pub async fn call_holding(
+        &self,
+        op: Arc<Op>,
+        hold: Option<Box<dyn Send>>,
+    ) -> Result<Outcome, SessionError> {
         if !self.is_alive() {
             return Err(SessionError::NotSent);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let reply = Reply { tx, _hold: hold };
         self.queue
-            .send((Request { id, op }, tx))
+            .send((id, op, reply))
             .await
             .map_err(|_| SessionError::NotSent)?;
         match rx.await {
@@ -252,24 +282,24 @@ impl Drop for Session {
 }
 
 async fn write_loop(
-    mut rx: mpsc::Receiver<(Request, Reply)>,
+    mut rx: mpsc::Receiver<(u64, Arc<Op>, Reply)>,
     mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
     shared: Arc<Shared>,
     limits: SessionLimits,
 ) {
-    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut buf = Vec::with_capacity(WRITE_BUFFER);
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         buf.clear();
         let mut next = Some(first);
         // Encode every request queued right now (outside any lock).
-        while let Some((request, reply)) = next.take() {
+        while let Some((id, op, reply)) = next.take() {
             let start = buf.len();
-            to_line(&request, &mut buf);
+            encode_request(id, &op, &mut buf);
             let len = buf.len() - start;
             if len > limits.max_line_bytes {
                 buf.truncate(start);
-                let _ = reply.send(Ok(Outcome::Error(WireError::new(
+                reply.send(Ok(Outcome::Error(WireError::new(
                     ErrorCode::TooLarge,
                     format!(
                         "the request encodes to {len} bytes, more than the worker accepts ({}); split it",
@@ -277,7 +307,7 @@ async fn write_loop(
                     ),
                 ))));
             } else {
-                batch.push((request.id, reply));
+                batch.push((id, reply));
             }
             if buf.len() < MAX_WRITE_BYTES {
                 next = rx.try_recv().ok();
@@ -293,7 +323,7 @@ async fn write_loop(
             if !shared.alive.load(Ordering::SeqCst) {
                 drop(pending);
                 for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(SessionError::NotSent));
+                    reply.send(Err(SessionError::NotSent));
                 }
                 continue;
             }
@@ -314,7 +344,7 @@ async fn write_loop(
             return;
         }
         if buf.capacity() > 4 * MAX_WRITE_BYTES {
-            buf = Vec::with_capacity(64 * 1024);
+            buf = Vec::with_capacity(WRITE_BUFFER);
         }
     }
     // Every handle is gone: closing stdin ends the worker cleanly.
@@ -357,6 +387,16 @@ async fn read_loop(
     shared.kill(SessionError::Lost(why));
 }
 
+/// Writes one request line, as [`dbforge_protocol::Request`] would serialize, without owning
+/// the operation (callers keep it to retry a request that was never sent).
+fn encode_request(id: u64, op: &Op, buf: &mut Vec<u8>) {
+    use std::io::Write;
+    let _ = write!(buf, "{{\"id\":{id},\"op\":");
+    to_line(op, buf);
+    buf.pop();
+    buf.extend_from_slice(b"}\n");
+}
+
 /// Parses one answer line and completes the caller waiting for it.
 fn deliver(line: &[u8], shared: &Shared) -> Result<(), String> {
     let response: Response = serde_json::from_slice(line).map_err(|e| {
@@ -376,10 +416,10 @@ fn deliver(line: &[u8], shared: &Shared) -> Result<(), String> {
     // line it could not read at all, still in its place.
     if let Some(id) = response.id.filter(|id| *id != expected) {
         let why = format!("answer id {id} where {expected} was expected");
-        let _ = reply.send(Err(SessionError::Protocol(why.clone())));
+        reply.send(Err(SessionError::Protocol(why.clone())));
         return Err(why);
     }
-    let _ = reply.send(Ok(response.outcome));
+    reply.send(Ok(response.outcome));
     Ok(())
 }
 
@@ -408,7 +448,7 @@ mod tests {
 
     use std::time::Duration;
 
-    use dbforge_protocol::{Payload, Statement};
+    use dbforge_protocol::{Payload, Request, Statement};
     use tokio::io::{AsyncBufReadExt, BufReader};
     use tokio::sync::mpsc;
 
@@ -501,6 +541,16 @@ mod tests {
             }
         }
         assert!(session.is_alive());
+    }
+
+    #[test]
+    fn requests_encode_as_the_protocol_says() {
+        let op = Op::Execute(Statement::new("select 1"));
+        let mut line = Vec::new();
+        encode_request(42, &op, &mut line);
+        let mut want = Vec::new();
+        to_line(&Request { id: 42, op }, &mut want);
+        assert_eq!(line, want);
     }
 
     #[tokio::test]

@@ -53,8 +53,9 @@ const TMPFS_OPTIONS: &str = "rw,nosuid,nodev,noexec,size=64m";
 /// Quota of a volume whose label is missing or unreadable (1 GiB, the
 /// default quota of a new database).
 const UNLABELLED_MAX_BYTES: u64 = 1024 * 1024 * 1024;
-/// Read buffer of an exec's output stream: big answers arrive in fewer reads.
-const EXEC_OUTPUT_CAPACITY: usize = 256 * 1024;
+/// First size of an exec's output buffer; it grows for larger frames. Kept
+/// small: every open session holds one.
+const EXEC_OUTPUT_CAPACITY: usize = 16 * 1024;
 
 /// The Docker implementation of [`Runtime`].
 pub struct DockerRuntime {
