@@ -504,7 +504,18 @@ impl Report {
             s,
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         );
-        for r in &self.runs {
+        // Grouped by scenario and target in order of first appearance (the
+        // suite interleaves targets; the table reads better grouped).
+        let first = |f: &dyn Fn(&RunResult) -> bool| self.runs.iter().position(f).unwrap_or(0);
+        let mut rows: Vec<&RunResult> = self.runs.iter().collect();
+        rows.sort_by_key(|r| {
+            (
+                first(&|x| x.scenario == r.scenario),
+                first(&|x| x.scenario == r.scenario && x.target == r.target),
+                r.connections,
+            )
+        });
+        for r in rows {
             let l = &r.latency;
             let other = r.cpu.as_ref().map_or("-".into(), |c| {
                 let cores = self.machine.cpus.max(1) as f64;

@@ -136,9 +136,13 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                 }
             }
         }
+        // Every HTTP target gets its fresh database first; then the load
+        // runs go round the targets at each connection count, so that the
+        // targets compared in a ratio ran minutes apart at most, not ten.
+        let name = format!("bench-{}-{}", cfg.run_id, scenario.name());
+        let mut live = Vec::new();
         for (label, target) in [("baseline-http", &cfg.baseline), ("gateway", &cfg.gateway)] {
             let Some(target) = target else { continue };
-            let name = format!("bench-{}-{}", cfg.run_id, scenario.name());
             let runner = HttpRunner {
                 target,
                 label,
@@ -147,25 +151,37 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                 ledger: cfg.ledger.as_deref(),
                 profile: None,
             };
-            match runner.scenario(&name, scenario).await {
-                Ok(runs) => runs.into_iter().for_each(|r| push(&mut report, r)),
+            match runner.setup(&name, scenario).await {
+                Ok(()) => live.push(runner),
                 Err(e) => report
                     .skipped
-                    .push(format!("{label} {}: {e}", scenario.name())),
+                    .push(format!("{label} {}: set-up: {e}", scenario.name())),
             }
         }
-        if scenario == Scenario::PointRead {
-            if let Some((target, db)) = &cfg.datasette {
-                let (make, expect) = workload::datasette_read(db);
-                for &conns in &cfg.connections {
-                    let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
-                    let m = run_closed_loop(callers, cfg.timing).await;
-                    push(
-                        &mut report,
-                        RunResult::new(scenario.name(), "datasette", conns, None, m),
-                    );
-                }
+        let datasette = match (&cfg.datasette, scenario) {
+            (Some((target, db)), Scenario::PointRead) => {
+                Some((target, workload::datasette_read(db)))
             }
+            _ => None,
+        };
+        for &conns in &cfg.connections {
+            for runner in &live {
+                let r = runner.run(&name, scenario, conns).await;
+                push(&mut report, r);
+            }
+            if let Some((target, (make, expect))) = &datasette {
+                let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
+                let m = run_closed_loop(callers, cfg.timing).await;
+                push(
+                    &mut report,
+                    RunResult::new(scenario.name(), "datasette", conns, None, m),
+                );
+            }
+        }
+        for runner in &live {
+            runner.teardown(&name).await;
+        }
+        if scenario == Scenario::PointRead {
             match (&docker, &cfg.worker_image, &cfg.db_file) {
                 (Some(docker), Some(image), Some(db_file)) => {
                     if let Err(e) = exec_reads(&mut report, docker, image, db_file, &cfg).await {
@@ -272,45 +288,60 @@ impl HttpRunner<'_> {
     /// Runs `scenario` on a fresh database `name`: the load at each
     /// connection count, then the database deleted (also when a step fails).
     pub async fn scenario(&self, name: &str, scenario: Scenario) -> Result<Vec<RunResult>, String> {
-        let (target, label, timing) = (self.target, self.label, self.timing);
-        let mut client = JsonClient::new(target);
+        self.setup(name, scenario).await?;
+        let mut runs = Vec::new();
+        for &conns in self.connections {
+            runs.push(self.run(name, scenario, conns).await);
+        }
+        self.teardown(name).await;
+        Ok(runs)
+    }
+
+    /// Spawns database `name` with the scenario's tables and rows; on
+    /// failure it is deleted again.
+    pub async fn setup(&self, name: &str, scenario: Scenario) -> Result<(), String> {
+        let mut client = JsonClient::new(self.target);
         let set_up = tokio::time::timeout(
             SETUP_TIMEOUT,
             setup_db(&mut client, name, scenario, self.ledger),
         )
         .await
         .unwrap_or_else(|_| Err("set-up timed out".into()));
-        if let Err(e) = set_up {
+        if set_up.is_err() {
             delete_db(&mut client, name).await;
-            return Err(e);
         }
+        set_up
+    }
+
+    /// One load run of `scenario` on database `name` at `conns` connections.
+    pub async fn run(&self, name: &str, scenario: Scenario, conns: usize) -> RunResult {
         let (make, expect) = workload::api_calls(scenario, name);
-        let mut runs = Vec::new();
-        for &conns in self.connections {
-            let callers = HttpCaller::many(target, conns, make.clone(), Some(expect));
-            let perf = self.profile.map(|p| {
-                let mut file = p.as_os_str().to_owned();
-                file.push(format!(".{conns}"));
-                crate::profile::during(Path::new(&file), timing)
-            });
-            let m = run_closed_loop(callers, timing).await;
-            if let Some(perf) = perf {
-                match perf.await {
-                    Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
-                    Ok(Err(e)) => eprintln!("    profile: {e}"),
-                    Err(e) => eprintln!("    profile: {e}"),
-                }
+        let callers = HttpCaller::many(self.target, conns, make, Some(expect));
+        let perf = self.profile.map(|p| {
+            let mut file = p.as_os_str().to_owned();
+            file.push(format!(".{conns}"));
+            crate::profile::during(Path::new(&file), self.timing)
+        });
+        let m = run_closed_loop(callers, self.timing).await;
+        if let Some(perf) = perf {
+            match perf.await {
+                Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
+                Ok(Err(e)) => eprintln!("    profile: {e}"),
+                Err(e) => eprintln!("    profile: {e}"),
             }
-            runs.push(RunResult::new(
-                scenario.name(),
-                label,
-                conns,
-                scenario.rows_per_request(),
-                m,
-            ));
         }
-        delete_db(&mut client, name).await;
-        Ok(runs)
+        RunResult::new(
+            scenario.name(),
+            self.label,
+            conns,
+            scenario.rows_per_request(),
+            m,
+        )
+    }
+
+    /// Deletes database `name`.
+    pub async fn teardown(&self, name: &str) {
+        delete_db(&mut JsonClient::new(self.target), name).await;
     }
 }
 

@@ -195,6 +195,14 @@ impl Registry {
         }
         let had_container = instance.container.is_some();
         let (container, created) = self.runtime.start(name).await?;
+        // Open a session now, in the background, so that the first query
+        // finds it warm instead of waiting for an exec to start.
+        let pool = db.pool();
+        tokio::spawn(async move {
+            if let Err(e) = pool.get().await {
+                tracing::debug!(error = %e, "could not pre-open a session");
+            }
+        });
         let spawned = if created || !had_container {
             Spawned::Created
         } else {

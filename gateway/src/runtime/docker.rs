@@ -293,12 +293,14 @@ impl Runtime for DockerRuntime {
     async fn start(&self, name: &DbName) -> Result<(Container, bool), RuntimeError> {
         let docker = self.docker().await?;
         let object = self.object_name(name);
-        if self.find(name).await?.is_none() {
-            return Err(RuntimeError::NotFound);
-        }
         let (mut container, created) = match self.inspect_container(name).await? {
             Some(c) => (c, false),
             None => {
+                // A container is only made for a database with a home
+                // (Docker would otherwise create an empty volume for it).
+                if self.find(name).await?.is_none() {
+                    return Err(RuntimeError::NotFound);
+                }
                 let options = CreateContainerOptions {
                     name: Some(object.clone()),
                     ..Default::default()
