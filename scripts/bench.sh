@@ -164,5 +164,5 @@ if [ "$PROFILE" = 1 ]; then
     done
 fi
 
-log "results: $OUT/results.md, $OUT/results.json"
+log "results: $OUT/results.md, $OUT/results.json (bench.sh took ${SECONDS}s)"
 exit "$suite_status"
