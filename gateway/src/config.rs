@@ -97,6 +97,17 @@ pub struct Config {
     #[arg(long, env = "DBFORGE_STATEMENT_TIMEOUT_MS", default_value_t = 5000)]
     pub statement_timeout_ms: u64,
 
+    /// How long an interactive transaction may sit idle between requests
+    /// before it is rolled back: it holds the database's write lock (and a
+    /// session) meanwhile.
+    #[arg(long, env = "DBFORGE_TX_IDLE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub tx_idle_timeout_ms: u64,
+
+    /// Interactive transactions open at once per database at most; each
+    /// pins a session (a worker process) of its own.
+    #[arg(long, env = "DBFORGE_MAX_TX_PER_DB", default_value_t = 8)]
+    pub max_tx_per_db: usize,
+
     /// Largest request body accepted, in bytes; more is a 413, refused
     /// before the body is read whole.
     #[arg(long, env = "DBFORGE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]

@@ -34,6 +34,13 @@ pub enum ApiError {
     /// No route has this path.
     #[error("Not found.")]
     RouteNotFound,
+    /// No open transaction has this id on this database (never begun,
+    /// committed, rolled back, or expired).
+    #[error("Transaction not found (it may have been committed, rolled back or expired).")]
+    TransactionNotFound,
+    /// The database has its maximum of open transactions.
+    #[error("Too many open transactions on this database ({0}); retry shortly.")]
+    TooManyTransactions(usize),
     /// The route exists, with other methods.
     #[error("Method not allowed.")]
     MethodNotAllowed {
@@ -101,6 +108,10 @@ impl ApiError {
             ApiError::DatabaseNotFound => (S::NOT_FOUND, "DATABASE_NOT_FOUND", false),
             ApiError::InstanceNotFound => (S::NOT_FOUND, "INSTANCE_NOT_FOUND", false),
             ApiError::RouteNotFound => (S::NOT_FOUND, "NOT_FOUND", false),
+            ApiError::TransactionNotFound => (S::NOT_FOUND, "TRANSACTION_NOT_FOUND", false),
+            ApiError::TooManyTransactions(_) => {
+                (S::TOO_MANY_REQUESTS, "TOO_MANY_TRANSACTIONS", true)
+            }
             ApiError::MethodNotAllowed { .. } => {
                 (S::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", false)
             }

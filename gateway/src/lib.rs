@@ -12,6 +12,8 @@
 //!   sessions.
 //! - [`session`]: one pipelined worker session: coalesced writes, answers
 //!   matched to requests in order.
+//! - [`transactions`]: interactive transactions, each pinned to a session of
+//!   its own.
 //! - [`runtime`]: the seam that creates a database's home and opens a session
 //!   into it; [`runtime::DockerRuntime`] is the real one.
 //! - [`config`], [`names`], [`sql`]: configuration, validated database
@@ -34,8 +36,12 @@ pub mod registry;
 pub mod runtime;
 pub mod session;
 pub mod sql;
+pub mod transactions;
 
 pub use config::Config;
+
+/// How often idle transactions are looked for.
+const TX_REAP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs the gateway on an already-bound listener against the Docker
 /// runtime until `shutdown` completes, then drains and exits.
@@ -60,5 +66,20 @@ pub async fn run(
         config,
         shutting_down: AtomicBool::new(false),
     });
-    http::serve(listener, app, shutdown).await
+    let reaper = tokio::spawn({
+        let app = app.clone();
+        async move {
+            let mut tick = tokio::time::interval(TX_REAP_INTERVAL);
+            loop {
+                tick.tick().await;
+                let ended = app.registry.reap_transactions();
+                if ended > 0 {
+                    tracing::info!(ended, "rolled back idle transactions");
+                }
+            }
+        }
+    });
+    let result = http::serve(listener, app, shutdown).await;
+    reaper.abort();
+    result
 }

@@ -41,61 +41,25 @@ pub enum OpenError {
     Session(#[from] SessionError),
 }
 
-/// Creates lanes for one database: see the module's documentation.
-pub struct LaneManager {
+/// Opens sessions into one database, waking its container when needed.
+/// Shared by the lane pool and by transactions (which pin a session of
+/// their own).
+#[derive(Clone)]
+pub struct SessionOpener {
     name: DbName,
     runtime: Arc<dyn Runtime>,
     args: SessionArgs,
     limits: SessionLimits,
-    max_sessions: usize,
-    /// Live sessions. The async lock also serializes opening sessions, so
-    /// concurrent lane creations never open more than `max_sessions`.
-    sessions: tokio::sync::Mutex<Vec<Arc<Session>>>,
     /// Held while the container is being woken; shared with the database's
     /// lifecycle operations (spawn, prune, delete).
     lifecycle: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// The pool type.
-pub type Pool = managed::Pool<LaneManager>;
-
-impl LaneManager {
-    /// A pool for one database. Waiting for a slot and creating one (which
-    /// may wake the container and open a session) are each bounded by
-    /// `wait`, so a request never hangs: it gets a slot or a 503.
-    #[allow(clippy::too_many_arguments)]
-    pub fn pool(
-        name: DbName,
-        runtime: Arc<dyn Runtime>,
-        args: SessionArgs,
-        limits: SessionLimits,
-        max_sessions: usize,
-        inflight_per_session: usize,
-        wait: Duration,
-        lifecycle: Arc<tokio::sync::Mutex<()>>,
-    ) -> Pool {
-        let manager = LaneManager {
-            name,
-            runtime,
-            args,
-            limits,
-            max_sessions,
-            sessions: tokio::sync::Mutex::new(Vec::new()),
-            lifecycle,
-        };
-        managed::Pool::builder(manager)
-            .max_size(max_sessions * inflight_per_session)
-            .wait_timeout(Some(wait))
-            .create_timeout(Some(wait))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .expect("a runtime is set, so the pool builds")
-    }
-
+impl SessionOpener {
     /// Opens a session, waking the container if it is not running. A
     /// container that stops again while being woken (killed once more, or
     /// pruned meanwhile) is retried a few times, then reported.
-    async fn open(&self) -> Result<Session, OpenError> {
+    pub async fn open(&self) -> Result<Session, OpenError> {
         let mut attempt = 0;
         loop {
             let retryable = match self.runtime.open_session(&self.name, &self.args).await {
@@ -119,6 +83,59 @@ impl LaneManager {
             let (container, created) = self.runtime.start(&self.name).await?;
             tracing::info!(db = %self.name, container = %container.id, created, attempt, "woke database on demand");
         }
+    }
+}
+
+/// Creates lanes for one database: see the module's documentation.
+pub struct LaneManager {
+    opener: SessionOpener,
+    max_sessions: usize,
+    /// Live sessions. The async lock also serializes opening sessions, so
+    /// concurrent lane creations never open more than `max_sessions`.
+    sessions: tokio::sync::Mutex<Vec<Arc<Session>>>,
+}
+
+/// The pool type.
+pub type Pool = managed::Pool<LaneManager>;
+
+impl LaneManager {
+    /// A pool for one database. Waiting for a slot and creating one (which
+    /// may wake the container and open a session) are each bounded by
+    /// `wait`, so a request never hangs: it gets a slot or a 503.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pool(
+        name: DbName,
+        runtime: Arc<dyn Runtime>,
+        args: SessionArgs,
+        limits: SessionLimits,
+        max_sessions: usize,
+        inflight_per_session: usize,
+        wait: Duration,
+        lifecycle: Arc<tokio::sync::Mutex<()>>,
+    ) -> Pool {
+        let manager = LaneManager {
+            opener: SessionOpener {
+                name,
+                runtime,
+                args,
+                limits,
+                lifecycle,
+            },
+            max_sessions,
+            sessions: tokio::sync::Mutex::new(Vec::new()),
+        };
+        managed::Pool::builder(manager)
+            .max_size(max_sessions * inflight_per_session)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a runtime is set, so the pool builds")
+    }
+
+    /// How this pool opens sessions.
+    pub fn opener(&self) -> &SessionOpener {
+        &self.opener
     }
 }
 
@@ -146,16 +163,16 @@ impl managed::Manager for LaneManager {
             .cloned();
         let busy = least.as_ref().is_none_or(|s| Arc::strong_count(s) > 2);
         if sessions.len() < self.max_sessions && busy {
-            match self.open().await {
+            match self.opener.open().await {
                 Ok(session) => {
                     let session = Arc::new(session);
-                    tracing::debug!(db = %self.name, sessions = sessions.len() + 1, "opened session");
+                    tracing::debug!(db = %self.opener.name, sessions = sessions.len() + 1, "opened session");
                     sessions.push(session.clone());
                     return Ok(Lane { session });
                 }
                 Err(e) if least.is_none() => return Err(e),
                 Err(e) => {
-                    tracing::warn!(db = %self.name, error = %e, "could not open another session")
+                    tracing::warn!(db = %self.opener.name, error = %e, "could not open another session")
                 }
             }
         }

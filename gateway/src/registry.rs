@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use dbforge_protocol::{Op, Outcome, Payload, Statement, Value};
+use dbforge_protocol::{BeginMode, Op, Outcome, Payload, Statement, Value};
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
@@ -19,6 +19,7 @@ use deadpool::managed::PoolError;
 use crate::pool::{LaneManager, OpenError, Pool};
 use crate::runtime::{Container, DbSettings, Instance, Runtime, SessionArgs};
 use crate::session::{SessionError, SessionLimits};
+use crate::transactions::Transactions;
 
 /// The smallest size quota a spawn may ask for: room for SQLite's header
 /// page, the schema and a little data.
@@ -65,6 +66,8 @@ pub struct Registry {
     dbs: Mutex<HashMap<DbName, Arc<Db>>>,
     /// Data-plane requests in flight to workers, across all databases.
     inflight: Arc<Semaphore>,
+    /// Open interactive transactions.
+    transactions: Transactions,
 }
 
 impl Registry {
@@ -72,6 +75,10 @@ impl Registry {
     pub fn new(runtime: Arc<dyn Runtime>, config: Arc<Config>) -> Registry {
         Registry {
             inflight: Arc::new(Semaphore::new(config.max_inflight)),
+            transactions: Transactions::new(
+                std::time::Duration::from_millis(config.tx_idle_timeout_ms),
+                config.max_tx_per_db,
+            ),
             runtime,
             config,
             dbs: Mutex::new(HashMap::new()),
@@ -218,6 +225,7 @@ impl Registry {
         };
         let db = self.entry(&instance);
         let _lifecycle = db.lifecycle.lock().await;
+        self.transactions.end_all(Some(name));
         self.reset_pool(name, &db, instance.settings).await;
         if !self.runtime.remove_container(name).await? {
             return Err(ApiError::InstanceNotFound);
@@ -233,6 +241,7 @@ impl Registry {
         };
         let db = self.entry(&instance);
         let _lifecycle = db.lifecycle.lock().await;
+        self.transactions.end_all(Some(name));
         close_pool(&db.pool()).await;
         // Forgotten whatever happens next: the next request asks Docker.
         self.forget(name);
@@ -348,8 +357,39 @@ impl Registry {
         }
     }
 
+    /// Begins an interactive transaction on a session of its own; returns
+    /// its id.
+    pub async fn begin(&self, name: &DbName, mode: BeginMode) -> Result<String, ApiError> {
+        let db = self.db(name).await?;
+        self.transactions.check_room(name)?;
+        let opener = db.pool().manager().opener().clone();
+        let session = tokio::time::timeout(self.config.pool_wait(), opener.open())
+            .await
+            .map_err(|_| ApiError::PoolTimeout)??;
+        match session.call(Op::Begin { mode }).await? {
+            Outcome::Ok(_) => Ok(self.transactions.insert(name.clone(), session)),
+            Outcome::Error(e) => Err(ApiError::Sql(e)),
+        }
+    }
+
+    /// Runs a statement or a batch inside a transaction.
+    pub async fn execute_in(&self, name: &DbName, tx: &str, op: Op) -> Result<Payload, ApiError> {
+        self.transactions.execute(name, tx, op).await
+    }
+
+    /// Commits or rolls back a transaction.
+    pub async fn finish(&self, name: &DbName, tx: &str, commit: bool) -> Result<(), ApiError> {
+        self.transactions.finish(name, tx, commit).await
+    }
+
+    /// Rolls back transactions idle past their timeout (called periodically).
+    pub fn reap_transactions(&self) -> usize {
+        self.transactions.reap()
+    }
+
     /// Closes every pool (at shutdown): workers see EOF and exit.
     pub async fn close_all(&self) {
+        self.transactions.end_all(None);
         let all: Vec<Arc<Db>> = self.dbs.lock().unwrap().values().cloned().collect();
         for db in all {
             close_pool(&db.pool()).await;

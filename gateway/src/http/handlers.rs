@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use dbforge_protocol::{Column, Op, Params, Payload, QueryResult, Statement, Value};
+use dbforge_protocol::{BeginMode, Column, Op, Params, Payload, QueryResult, Statement, Value};
 use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -81,6 +81,70 @@ pub async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Result
                 }
                 other => Err(unexpected(other)),
             }
+        }
+        Route::Begin(db) => {
+            let name = db_name(&db)?;
+            let body: BeginBody = match read_body(req, limit).await? {
+                Some(b) => parse_json(&b)?,
+                None => BeginBody::default(),
+            };
+            let id = app
+                .registry
+                .begin(&name, body.mode.unwrap_or_default())
+                .await?;
+            Ok(Reply::json(
+                StatusCode::CREATED,
+                &json!({
+                    "message": "Transaction begun.",
+                    "transaction_id": id,
+                    "idle_timeout_ms": app.config.tx_idle_timeout_ms,
+                }),
+            ))
+        }
+        Route::TxQuery(db, tx) => {
+            let name = db_name(&db)?;
+            let body: QueryBody = json_body(req, limit).await?;
+            let op = Op::Execute(Statement {
+                sql: body.sql,
+                params: body.params,
+            });
+            match app.registry.execute_in(&name, &tx, op).await? {
+                Payload::Query(result) => Ok(Reply::json(StatusCode::OK, &QueryAnswer(&result))),
+                other => Err(unexpected(other)),
+            }
+        }
+        Route::TxBatch(db, tx) => {
+            let name = db_name(&db)?;
+            let body: BatchBody = json_body(req, limit).await?;
+            if body.statements.is_empty() {
+                return Err(ApiError::BadRequest(
+                    "statements must hold at least one statement".into(),
+                ));
+            }
+            let op = Op::Batch {
+                statements: body.statements,
+            };
+            match app.registry.execute_in(&name, &tx, op).await? {
+                Payload::Batch(results) => {
+                    let answers: Vec<QueryAnswer> = results.iter().map(QueryAnswer).collect();
+                    Ok(Reply::json(StatusCode::OK, &json!({ "results": answers })))
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        Route::Commit(db, tx) => {
+            app.registry.finish(&db_name(&db)?, &tx, true).await?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &json!({"message": "Transaction committed.", "transaction_id": tx}),
+            ))
+        }
+        Route::Rollback(db, tx) => {
+            app.registry.finish(&db_name(&db)?, &tx, false).await?;
+            Ok(Reply::json(
+                StatusCode::OK,
+                &json!({"message": "Transaction rolled back.", "transaction_id": tx}),
+            ))
         }
         Route::Schema(db) => {
             let name = db_name(&db)?;
@@ -263,6 +327,13 @@ struct QueryBody {
     sql: String,
     #[serde(default)]
     params: Params,
+}
+
+/// `POST /api/db/{db}/transactions` body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BeginBody {
+    mode: Option<BeginMode>,
 }
 
 /// `POST /api/db/{db}/batch` body.

@@ -30,6 +30,16 @@ pub enum Route {
     Batch(String),
     /// `GET /api/db/{db}/schema`
     Schema(String),
+    /// `POST /api/db/{db}/transactions`
+    Begin(String),
+    /// `POST /api/db/{db}/transactions/{tx}/query`
+    TxQuery(String, String),
+    /// `POST /api/db/{db}/transactions/{tx}/batch`
+    TxBatch(String, String),
+    /// `POST /api/db/{db}/transactions/{tx}/commit`
+    Commit(String, String),
+    /// `POST /api/db/{db}/transactions/{tx}/rollback`
+    Rollback(String, String),
     /// `POST /api/db/{db}/tables`
     CreateTable(String),
     /// `GET /api/db/{db}/tables/{table}/rows`
@@ -52,6 +62,11 @@ impl Route {
             Route::Query(_) => "query",
             Route::Batch(_) => "batch",
             Route::Schema(_) => "schema",
+            Route::Begin(_) => "begin",
+            Route::TxQuery(..) => "tx_query",
+            Route::TxBatch(..) => "tx_batch",
+            Route::Commit(..) => "commit",
+            Route::Rollback(..) => "rollback",
             Route::CreateTable(_) => "create_table",
             Route::ReadRows(..) => "read_rows",
             Route::InsertRows(..) => "insert_rows",
@@ -69,6 +84,11 @@ impl Route {
             | Route::Query(d)
             | Route::Batch(d)
             | Route::Schema(d)
+            | Route::Begin(d)
+            | Route::TxQuery(d, _)
+            | Route::TxBatch(d, _)
+            | Route::Commit(d, _)
+            | Route::Rollback(d, _)
             | Route::CreateTable(d)
             | Route::ReadRows(d, _)
             | Route::InsertRows(d, _) => Some(d),
@@ -107,6 +127,18 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["api", "db", db, "batch"] => (None, Some(Route::Batch(db.to_string())), None),
         ["api", "db", db, "schema"] => (Some(Route::Schema(db.to_string())), None, None),
         ["api", "db", db, "tables"] => (None, Some(Route::CreateTable(db.to_string())), None),
+        ["api", "db", db, "transactions"] => (None, Some(Route::Begin(db.to_string())), None),
+        ["api", "db", db, "transactions", tx, action] => {
+            let (db, tx) = (db.to_string(), tx.to_string());
+            let route = match *action {
+                "query" => Route::TxQuery(db, tx),
+                "batch" => Route::TxBatch(db, tx),
+                "commit" => Route::Commit(db, tx),
+                "rollback" => Route::Rollback(db, tx),
+                _ => return Err(ApiError::RouteNotFound),
+            };
+            (None, Some(route), None)
+        }
         ["api", "db", db, "tables", table, "rows"] => (
             Some(Route::ReadRows(db.to_string(), table.to_string())),
             Some(Route::InsertRows(db.to_string(), table.to_string())),

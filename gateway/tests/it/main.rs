@@ -7,3 +7,4 @@ mod common;
 mod contract;
 mod lifecycle;
 mod process;
+mod transactions;
