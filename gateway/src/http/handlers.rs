@@ -53,35 +53,8 @@ pub async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Result
                 &json!({"message": "Database deleted successfully.", "db_name": name.as_str()}),
             ))
         }
-        Route::Query(db) => {
-            let name = db_name(&db)?;
-            let body: QueryBody = json_body(req, limit).await?;
-            let statement = Statement {
-                sql: body.sql,
-                params: body.params,
-            };
-            let result = query(app, &name, Op::Execute(statement)).await?;
-            Ok(Reply::json(StatusCode::OK, &QueryAnswer(&result)))
-        }
-        Route::Batch(db) => {
-            let name = db_name(&db)?;
-            let body: BatchBody = json_body(req, limit).await?;
-            if body.statements.is_empty() {
-                return Err(ApiError::BadRequest(
-                    "statements must hold at least one statement".into(),
-                ));
-            }
-            let op = Op::Batch {
-                statements: body.statements,
-            };
-            match execute(app, &name, op).await? {
-                Payload::Batch(results) => {
-                    let answers: Vec<QueryAnswer> = results.iter().map(QueryAnswer).collect();
-                    Ok(Reply::json(StatusCode::OK, &json!({ "results": answers })))
-                }
-                other => Err(unexpected(other)),
-            }
-        }
+        Route::Query(db) => query_route(app, &db, None, req).await,
+        Route::Batch(db) => batch_route(app, &db, None, req).await,
         Route::Begin(db) => {
             let name = db_name(&db)?;
             let body: BeginBody = match read_body(req, limit).await? {
@@ -101,37 +74,8 @@ pub async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Result
                 }),
             ))
         }
-        Route::TxQuery(db, tx) => {
-            let name = db_name(&db)?;
-            let body: QueryBody = json_body(req, limit).await?;
-            let op = Op::Execute(Statement {
-                sql: body.sql,
-                params: body.params,
-            });
-            match app.registry.execute_in(&name, &tx, op).await? {
-                Payload::Query(result) => Ok(Reply::json(StatusCode::OK, &QueryAnswer(&result))),
-                other => Err(unexpected(other)),
-            }
-        }
-        Route::TxBatch(db, tx) => {
-            let name = db_name(&db)?;
-            let body: BatchBody = json_body(req, limit).await?;
-            if body.statements.is_empty() {
-                return Err(ApiError::BadRequest(
-                    "statements must hold at least one statement".into(),
-                ));
-            }
-            let op = Op::Batch {
-                statements: body.statements,
-            };
-            match app.registry.execute_in(&name, &tx, op).await? {
-                Payload::Batch(results) => {
-                    let answers: Vec<QueryAnswer> = results.iter().map(QueryAnswer).collect();
-                    Ok(Reply::json(StatusCode::OK, &json!({ "results": answers })))
-                }
-                other => Err(unexpected(other)),
-            }
-        }
+        Route::TxQuery(db, tx) => query_route(app, &db, Some(&tx), req).await,
+        Route::TxBatch(db, tx) => batch_route(app, &db, Some(&tx), req).await,
         Route::Commit(db, tx) => {
             app.registry.finish(&db_name(&db)?, &tx, true).await?;
             Ok(Reply::json(
@@ -189,6 +133,59 @@ pub async fn dispatch(app: &App, route: Route, req: Request<Incoming>) -> Result
                 other => Err(unexpected(other)),
             }
         }
+    }
+}
+
+/// `/query`, on the pool or inside transaction `tx`.
+async fn query_route(
+    app: &App,
+    db: &str,
+    tx: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let name = db_name(db)?;
+    let body: QueryBody = json_body(req, app.config.max_body_bytes).await?;
+    let op = Op::Execute(Statement {
+        sql: body.sql,
+        params: body.params,
+    });
+    match run(app, &name, tx, op).await? {
+        Payload::Query(result) => Ok(Reply::json(StatusCode::OK, &QueryAnswer(&result))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// `/batch`, on the pool or inside transaction `tx`.
+async fn batch_route(
+    app: &App,
+    db: &str,
+    tx: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Reply, ApiError> {
+    let name = db_name(db)?;
+    let body: BatchBody = json_body(req, app.config.max_body_bytes).await?;
+    if body.statements.is_empty() {
+        return Err(ApiError::BadRequest(
+            "statements must hold at least one statement".into(),
+        ));
+    }
+    let op = Op::Batch {
+        statements: body.statements,
+    };
+    match run(app, &name, tx, op).await? {
+        Payload::Batch(results) => {
+            let answers: Vec<QueryAnswer> = results.iter().map(QueryAnswer).collect();
+            Ok(Reply::json(StatusCode::OK, &json!({ "results": answers })))
+        }
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Runs `op` on the database's pool, or inside transaction `tx`.
+async fn run(app: &App, name: &DbName, tx: Option<&str>, op: Op) -> Result<Payload, ApiError> {
+    match tx {
+        Some(tx) => app.registry.execute_in(name, tx, op).await,
+        None => execute(app, name, op).await,
     }
 }
 

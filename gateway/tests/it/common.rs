@@ -247,3 +247,26 @@ async fn answer(resp: reqwest::Response) -> Answer {
         body,
     }
 }
+
+/// A query that counts to three million (a few hundred ms of work): sent in
+/// the background, it is in flight while a test stops the gateway.
+pub const SLOW_COUNT: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) SELECT count(*) AS n FROM c";
+
+/// Sends `sql` to `url` in the background; yields (status, JSON body).
+pub fn spawn_query(
+    client: &reqwest::Client,
+    url: String,
+    sql: &'static str,
+) -> JoinHandle<(u16, Value)> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        let resp = client
+            .post(url)
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("the gateway answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    })
+}

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{docker_ok, Gateway, Namespace};
+use crate::common::{docker_ok, spawn_query, Gateway, Namespace, SLOW_COUNT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_restart_keeps_and_readopts_everything() {
@@ -181,22 +181,11 @@ async fn shutdown_drains_in_flight_requests() {
     let ns = Namespace::new();
     let mut gw = Gateway::start(&ns, &[]).await;
     gw.spawn("drain").await;
-    let slow = {
-        let client = gw.client.clone();
-        let url = format!("{}/api/db/drain/query", gw.base);
-        tokio::spawn(async move {
-            let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) SELECT count(*) AS n FROM c";
-            let resp = client
-                .post(url)
-                .json(&json!({"sql": sql}))
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body: serde_json::Value = resp.json().await.unwrap();
-            (status, body)
-        })
-    };
+    let slow = spawn_query(
+        &gw.client,
+        format!("{}/api/db/drain/query", gw.base),
+        SLOW_COUNT,
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let server = gw.begin_stop();
     let (status, body) = slow.await.unwrap();

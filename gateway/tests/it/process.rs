@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::common::{test_run, worker_image, Namespace};
+use crate::common::{spawn_query, test_run, worker_image, Namespace, SLOW_COUNT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_and_exits_zero() {
@@ -44,23 +44,7 @@ async fn sigterm_drains_and_exits_zero() {
         .unwrap();
     assert_eq!(spawn.status(), 201);
 
-    let slow = {
-        let client = client.clone();
-        let url = format!("{base}/api/db/proc/query");
-        tokio::spawn(async move {
-            let sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 3000000) SELECT count(*) AS n FROM c";
-            let resp = client
-                .post(url)
-                .json(&json!({"sql": sql}))
-                .send()
-                .await
-                .unwrap();
-            (
-                resp.status().as_u16(),
-                resp.json::<serde_json::Value>().await.unwrap(),
-            )
-        })
-    };
+    let slow = spawn_query(&client, format!("{base}/api/db/proc/query"), SLOW_COUNT);
     tokio::time::sleep(Duration::from_millis(150)).await;
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
