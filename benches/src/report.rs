@@ -34,6 +34,8 @@ pub struct RunResult {
     pub latency: Latency,
     /// CPU by process during the window.
     pub cpu: Option<CpuUsage>,
+    /// Machine-wide event counts of the window (`perf stat`), when profiled.
+    pub counts: Option<Vec<(String, u64)>>,
 }
 
 /// Latency percentiles in microseconds.
@@ -86,6 +88,7 @@ impl RunResult {
             rows_per_s: rows_per_request.map(|r| r * throughput),
             latency: Latency::of(&m.hist),
             cpu: m.cpu,
+            counts: None,
         }
     }
 
@@ -258,6 +261,8 @@ pub struct Report {
     pub tenants: Option<TenantsResult>,
     /// Things that could not be run, and why.
     pub skipped: Vec<String>,
+    /// Wall time of each part of the run, seconds.
+    pub phases: Vec<(String, f64)>,
 }
 
 /// Formats microseconds for humans.
@@ -673,6 +678,15 @@ impl Report {
                 "| {} | {} | {} | {} |",
                 t.name, t.target, t.measured, t.status
             );
+        }
+        if !self.phases.is_empty() {
+            let total: f64 = self.phases.iter().map(|(_, t)| t).sum();
+            let list: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(p, t)| format!("{p} {t:.0} s"))
+                .collect();
+            let _ = writeln!(s, "\nWall time: {total:.0} s ({}).", list.join(", "));
         }
         if !self.skipped.is_empty() {
             let _ = writeln!(s, "\n## Not run\n");

@@ -106,8 +106,16 @@ pub async fn run(cfg: SuiteConfig) -> Report {
     };
     println!("{}", crate::report::table_header());
     for &scenario in &cfg.scenarios {
+        let phase = Instant::now();
         if cfg.inproc {
-            for &threads in &cfg.inproc_threads {
+            // Writers on several threads only queue on SQLite's lock (its
+            // busy handler sleeps, unfairly): the limit is one writer.
+            let writes_only = matches!(scenario, Scenario::Insert | Scenario::Insert100);
+            for &threads in cfg
+                .inproc_threads
+                .iter()
+                .filter(|&&t| t == 1 || !writes_only)
+            {
                 let path = cfg
                     .scratch
                     .join(format!("inproc-{}.sqlite3", scenario.name()));
@@ -193,9 +201,13 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                     .push("exec baselines: need Docker, --worker-image and --db-file".into()),
             }
         }
+        report
+            .phases
+            .push((scenario.name().to_string(), phase.elapsed().as_secs_f64()));
         save(&report, &cfg.out_dir);
     }
     if cfg.cold_samples > 0 {
+        let phase = Instant::now();
         for (label, target) in [("baseline-http", &cfg.baseline), ("gateway", &cfg.gateway)] {
             let Some(target) = target else { continue };
             match cold_start_http(target, label, &cfg).await {
@@ -219,9 +231,13 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                 Err(e) => report.skipped.push(format!("cold start docker: {e}")),
             }
         }
+        report
+            .phases
+            .push(("cold start".into(), phase.elapsed().as_secs_f64()));
         save(&report, &cfg.out_dir);
     }
     if cfg.tenants > 0 {
+        let phase = Instant::now();
         match (&cfg.gateway, &docker) {
             (Some(gw), Some(docker)) => match tenants(gw, docker, &cfg).await {
                 Ok(t) => report.tenants = Some(t),
@@ -231,6 +247,9 @@ pub async fn run(cfg: SuiteConfig) -> Report {
                 .skipped
                 .push("many tenants: needs a gateway and Docker".into()),
         }
+        report
+            .phases
+            .push(("many tenants".into(), phase.elapsed().as_secs_f64()));
         save(&report, &cfg.out_dir);
     }
     report
@@ -323,20 +342,28 @@ impl HttpRunner<'_> {
             crate::profile::during(Path::new(&file), self.timing)
         });
         let m = run_closed_loop(callers, self.timing).await;
-        if let Some(perf) = perf {
-            match perf.await {
-                Ok(Ok(file)) => eprintln!("    profile: {}", file.display()),
-                Ok(Err(e)) => eprintln!("    profile: {e}"),
-                Err(e) => eprintln!("    profile: {e}"),
-            }
-        }
-        RunResult::new(
+        let mut r = RunResult::new(
             scenario.name(),
             self.label,
             conns,
             scenario.rows_per_request(),
             m,
-        )
+        );
+        if let Some(perf) = perf {
+            match perf.await {
+                Ok(Ok(p)) => {
+                    eprintln!("    profile: {}", p.samples.display());
+                    let per = |n: u64| n as f64 / r.requests.max(1) as f64;
+                    for (event, n) in &p.counts {
+                        eprintln!("    {event}: {n} ({:.1} per request)", per(*n));
+                    }
+                    r.counts = Some(p.counts);
+                }
+                Ok(Err(e)) => eprintln!("    profile: {e}"),
+                Err(e) => eprintln!("    profile: {e}"),
+            }
+        }
+        r
     }
 
     /// Deletes database `name`.
