@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod logs;
 pub mod names;
 pub mod pool;
 pub mod registry;

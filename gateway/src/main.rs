@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use dbforge_gateway::logs::BatchedStderr;
 use dbforge_gateway::Config;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -10,15 +11,11 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     let config = Config::from_env_and_args();
     let filter = EnvFilter::try_from_env("DBFORGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Every request is logged, so lines go through a channel to a writer
-    // thread that batches them into few writes, off the request path. The
-    // guard flushes what is left when main returns.
-    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::BufWriter::with_capacity(
-        64 * 1024,
-        std::io::stderr(),
-    ));
+    // Every request is logged: lines are buffered and written out in
+    // batches (see `logs`), flushed once more before exit.
+    let writer = BatchedStderr::default();
     let logs = tracing_subscriber::fmt()
-        .with_writer(writer)
+        .with_writer(writer.clone())
         .with_env_filter(filter);
     if config.log_json {
         logs.json().init();
@@ -32,15 +29,18 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!(listen = %listener.local_addr()?, image = %config.worker_image, "DB-Forge gateway listening");
+        writer.spawn_flusher();
         dbforge_gateway::run(listener, config, shutdown_signal()).await
     });
-    match result {
+    let code = match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "gateway failed");
             std::process::ExitCode::FAILURE
         }
-    }
+    };
+    writer.flush();
+    code
 }
 
 /// Completes on SIGTERM or SIGINT.

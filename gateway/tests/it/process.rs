@@ -22,8 +22,9 @@ async fn sigterm_drains_and_exits_zero() {
         .env("DBFORGE_NAMESPACE", &ns.name)
         .env("DBFORGE_WORKER_IMAGE", worker_image())
         .env("DBFORGE_LABELS", format!("dbforge.test-run={}", test_run()))
-        .env("DBFORGE_LOG", "warn")
+        .env("DBFORGE_LOG", "info")
         .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("the gateway binary starts");
     let base = format!("http://127.0.0.1:{port}");
@@ -54,10 +55,21 @@ async fn sigterm_drains_and_exits_zero() {
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completes: {body}");
     assert_eq!(body["data"], json!([{"n": 3000000}]));
-    let exit = tokio::task::spawn_blocking(move || child.wait().unwrap())
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert_eq!(exit.code(), Some(0), "SIGTERM exits 0");
+    assert_eq!(out.status.code(), Some(0), "SIGTERM exits 0");
+    // Every request was logged (method, route, database, status, time),
+    // and the buffered lines were written out before exit.
+    let logs = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "method=GET route=\"health\"",
+        "method=POST route=\"spawn\" db=proc status=201",
+        "method=POST route=\"query\" db=proc status=200",
+        "shut down",
+    ] {
+        assert!(logs.contains(needle), "{needle} in logs:\n{logs}");
+    }
     assert!(
         client.get(format!("{base}/")).send().await.is_err(),
         "nothing listens after exit"
