@@ -72,14 +72,15 @@ pub struct Config {
     #[arg(long, env = "DBFORGE_LABELS", value_delimiter = ',', value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
 
-    /// Exec sessions per database at most. Two sessions with many requests
-    /// in flight each beat eight one-at-a-time sessions on the exec path
-    /// (see BENCHMARKS.md); more mostly adds writer lock contention.
+    /// Exec sessions per database at most. A session is filled (up to
+    /// `inflight_per_session` requests) before the next is opened: one busy
+    /// pipe carries many requests per write, which the exec relay is cheap
+    /// at (see BENCHMARKS.md); the second serves bursts beyond that.
     #[arg(long, env = "DBFORGE_SESSIONS_PER_DB", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub sessions_per_db: u16,
 
     /// Requests in flight on one session at most (its pipelining depth).
-    #[arg(long, env = "DBFORGE_INFLIGHT_PER_SESSION", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, env = "DBFORGE_INFLIGHT_PER_SESSION", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub inflight_per_session: u16,
 
     /// Data-plane requests in flight across all databases at most; past it

@@ -5,11 +5,12 @@
 //! request slot on a shared session. The pool's size is
 //! `sessions_per_db * inflight_per_session`; its wait timeout bounds how long
 //! a request queues for a slot; its recycle step drops the lanes of a dead
-//! session, and creating a lane opens a session when fewer than
-//! `sessions_per_db` are alive, waking the database's container if it is not
-//! running. Sessions are thus created lazily, bounded, health-checked and
+//! session, and creating a lane joins the least loaded session, or opens a
+//! new one when that one is full and fewer than `sessions_per_db` are alive,
+//! waking the database's container if it is not running. Sessions are thus created lazily, bounded, health-checked and
 //! replaced when they die.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,19 @@ const WAKE_BACKOFF: Duration = Duration::from_millis(100);
 pub struct Lane {
     /// The session this slot belongs to.
     pub session: Arc<Session>,
+}
+
+impl Lane {
+    fn new(session: Arc<Session>) -> Lane {
+        session.lanes.fetch_add(1, Ordering::Relaxed);
+        Lane { session }
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.session.lanes.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Why a lane could not be made.
@@ -90,6 +104,8 @@ impl SessionOpener {
 pub struct LaneManager {
     opener: SessionOpener,
     max_sessions: usize,
+    /// Requests in flight on one session at most.
+    lanes_per_session: usize,
     /// Live sessions. The async lock also serializes opening sessions, so
     /// concurrent lane creations never open more than `max_sessions`.
     sessions: tokio::sync::Mutex<Vec<Arc<Session>>>,
@@ -122,6 +138,7 @@ impl LaneManager {
                 lifecycle,
             },
             max_sessions,
+            lanes_per_session: inflight_per_session,
             sessions: tokio::sync::Mutex::new(Vec::new()),
         };
         managed::Pool::builder(manager)
@@ -156,19 +173,23 @@ impl managed::Manager for LaneManager {
     async fn create(&self) -> Result<Lane, OpenError> {
         let mut sessions = self.sessions.lock().await;
         sessions.retain(|s| s.is_alive());
-        // The least loaded session; a lane holds one reference to it.
         let least = sessions
             .iter()
-            .min_by_key(|s| Arc::strong_count(s))
+            .min_by_key(|s| s.lanes.load(Ordering::Relaxed))
             .cloned();
-        let busy = least.as_ref().is_none_or(|s| Arc::strong_count(s) > 2);
-        if sessions.len() < self.max_sessions && busy {
+        // Fill a session before opening the next: one busy pipe carries many
+        // requests per write, which is what the exec relay is cheap at
+        // (BENCHMARKS.md); a further session serves what one cannot hold.
+        let full = least
+            .as_ref()
+            .is_none_or(|s| s.lanes.load(Ordering::Relaxed) >= self.lanes_per_session);
+        if sessions.len() < self.max_sessions && full {
             match self.opener.open().await {
                 Ok(session) => {
                     let session = Arc::new(session);
                     tracing::debug!(db = %self.opener.name, sessions = sessions.len() + 1, "opened session");
                     sessions.push(session.clone());
-                    return Ok(Lane { session });
+                    return Ok(Lane::new(session));
                 }
                 Err(e) if least.is_none() => return Err(e),
                 Err(e) => {
@@ -177,7 +198,7 @@ impl managed::Manager for LaneManager {
             }
         }
         let session = least.expect("a session exists when none was opened");
-        Ok(Lane { session })
+        Ok(Lane::new(session))
     }
 
     async fn recycle(&self, lane: &mut Lane, _: &Metrics) -> RecycleResult<OpenError> {

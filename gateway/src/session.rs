@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use dbforge_protocol::{
 };
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 
 use crate::runtime::SessionIo;
@@ -34,6 +34,12 @@ use crate::runtime::SessionIo;
 /// the process on an idle host; a loaded host with hundreds of containers
 /// can take seconds.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Writes to a worker whose answers are not all in yet, at most; further
+/// requests queue in the gateway and leave together in the next write.
+/// Two keeps the worker busy (one batch runs while the next is in its pipe)
+/// while every other request rides in a shared write.
+const MAX_BATCHES_IN_FLIGHT: usize = 2;
 
 /// Most bytes coalesced into one write to the worker's stdin; bounds the
 /// latency one large batch of requests adds to the next.
@@ -69,6 +75,10 @@ pub enum SessionError {
     NotSent,
 }
 
+/// An entry of the pending queue: the id expected, the caller, and whether
+/// it is the last request of its write.
+type Pending = (u64, Reply, bool);
+
 /// A caller waiting for its answer, and what it holds until then.
 struct Reply {
     tx: oneshot::Sender<Result<Outcome, SessionError>>,
@@ -100,7 +110,11 @@ pub struct SessionLimits {
 
 struct Shared {
     /// Callers waiting for answers, oldest first, with the id each expects.
-    pending: Mutex<VecDeque<(u64, Reply)>>,
+    pending: Mutex<VecDeque<Pending>>,
+    /// Writes whose last request has not been answered yet.
+    batches_in_flight: AtomicUsize,
+    /// Signalled when a batch is fully answered (or the session dies).
+    batch_done: Notify,
     /// When the worker last made progress: its last answer, or the moment
     /// requests were queued to an idle session. The watchdog measures the
     /// oldest request's wait from here, so requests queued behind a slow one
@@ -127,7 +141,8 @@ impl Shared {
             }
         }
         let waiting: Vec<_> = self.pending.lock().unwrap().drain(..).collect();
-        for (_, reply) in waiting {
+        self.batch_done.notify_one();
+        for (_, reply, _) in waiting {
             reply.send(Err(why.clone()));
         }
         for task in self.tasks.lock().unwrap().drain(..) {
@@ -147,6 +162,8 @@ impl Shared {
 /// A handle to one worker session; dropping the last handle closes the
 /// worker's stdin, which ends the worker.
 pub struct Session {
+    /// Request slots (pool lanes) on this session; kept by the pool.
+    pub lanes: AtomicUsize,
     queue: mpsc::Sender<(u64, Arc<Op>, Reply)>,
     shared: Arc<Shared>,
     next_id: AtomicU64,
@@ -196,6 +213,8 @@ impl Session {
 
         let shared = Arc::new(Shared {
             pending: Mutex::new(VecDeque::new()),
+            batches_in_flight: AtomicUsize::new(0),
+            batch_done: Notify::new(),
             last_progress: Mutex::new(Instant::now()),
             alive: AtomicBool::new(true),
             death: Mutex::new(None),
@@ -209,6 +228,7 @@ impl Session {
         ];
         shared.tasks.lock().unwrap().extend(tasks);
         Ok(Session {
+            lanes: AtomicUsize::new(0),
             queue,
             shared,
             next_id: AtomicU64::new(1),
@@ -290,6 +310,16 @@ async fn write_loop(
     let mut buf = Vec::with_capacity(WRITE_BUFFER);
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
+        // Batching: while MAX_BATCHES_IN_FLIGHT writes are unanswered, new
+        // requests wait here and go out together in the next write. An idle
+        // session writes a request at once; a busy one sends few large
+        // writes, which is what the exec relay (dockerd, the shim) is
+        // cheap at.
+        while shared.batches_in_flight.load(Ordering::SeqCst) >= MAX_BATCHES_IN_FLIGHT
+            && shared.alive.load(Ordering::SeqCst)
+        {
+            shared.batch_done.notified().await;
+        }
         buf.clear();
         let mut next = Some(first);
         // Encode every request queued right now (outside any lock).
@@ -307,22 +337,23 @@ async fn write_loop(
                     ),
                 ))));
             } else {
-                batch.push((id, reply));
+                batch.push((id, reply, false));
             }
             if buf.len() < MAX_WRITE_BYTES {
                 next = rx.try_recv().ok();
             }
         }
-        if batch.is_empty() {
+        let Some(last) = batch.last_mut() else {
             continue;
-        }
+        };
+        last.2 = true;
         {
             // Register every caller before its bytes are written, in write
             // order, so the reader always finds the caller of an answer.
             let mut pending = shared.pending.lock().unwrap();
             if !shared.alive.load(Ordering::SeqCst) {
                 drop(pending);
-                for (_, reply) in batch.drain(..) {
+                for (_, reply, _) in batch.drain(..) {
                     reply.send(Err(SessionError::NotSent));
                 }
                 continue;
@@ -331,6 +362,7 @@ async fn write_loop(
                 *shared.last_progress.lock().unwrap() = Instant::now();
             }
             pending.extend(batch.drain(..));
+            shared.batches_in_flight.fetch_add(1, Ordering::SeqCst);
         }
         let written = async {
             input.write_all(&buf).await?;
@@ -405,12 +437,16 @@ fn deliver(line: &[u8], shared: &Shared) -> Result<(), String> {
             String::from_utf8_lossy(&line[..line.len().min(200)])
         )
     })?;
-    let (expected, reply) = shared
+    let (expected, reply, ends_batch) = shared
         .pending
         .lock()
         .unwrap()
         .pop_front()
         .ok_or_else(|| "an answer nobody asked for".to_string())?;
+    if ends_batch {
+        shared.batches_in_flight.fetch_sub(1, Ordering::SeqCst);
+        shared.batch_done.notify_one();
+    }
     *shared.last_progress.lock().unwrap() = Instant::now();
     // Answers come in request order; `id: null` is the worker's answer to a
     // line it could not read at all, still in its place.
