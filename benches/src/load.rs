@@ -79,145 +79,175 @@ impl Measured {
     }
 }
 
-/// Runs every caller in a closed loop on the current Tokio runtime.
-pub async fn run_closed_loop<C: Caller>(callers: Vec<C>, timing: Timing) -> Measured {
-    let start = Instant::now();
-    let measure_from = start + timing.warmup;
-    let end = measure_from + timing.duration;
-    let cpu_probe = tokio::spawn(async move {
-        tokio::time::sleep_until(measure_from.into()).await;
-        let before = CpuSnapshot::take();
-        tokio::time::sleep_until(end.into()).await;
-        let after = CpuSnapshot::take();
-        before.zip(after).map(|(b, a)| a.since(&b))
-    });
-    let mut tasks = Vec::with_capacity(callers.len());
-    for mut caller in callers {
-        tasks.push(tokio::spawn(async move {
-            let mut hist = new_histogram();
-            let mut errors = 0u64;
-            let mut first_error = None;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                let outcome = tokio::time::timeout_at((end + CALL_GRACE).into(), caller.call())
-                    .await
-                    .unwrap_or_else(|_| Err("no answer before the run's deadline".to_string()));
-                let t1 = Instant::now();
-                let counted = t0 >= measure_from && t1 <= end;
-                match outcome {
-                    Ok(()) if counted => record(&mut hist, t1 - t0),
-                    Ok(()) => {}
-                    Err(e) => {
-                        if counted {
-                            errors += 1;
-                            first_error.get_or_insert(e);
-                        }
-                        tokio::time::sleep(ERROR_BACKOFF).await;
-                    }
-                }
-            }
-            (hist, errors, first_error)
-        }));
-    }
-    let mut hist = new_histogram();
-    let mut errors = 0;
-    let mut first_error = None;
-    for task in tasks {
-        match task.await {
-            Ok((h, e, f)) => {
-                hist.add(h).expect("same bounds");
-                errors += e;
-                if first_error.is_none() {
-                    first_error = f;
-                }
-            }
-            Err(e) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| format!("caller task failed: {e}"));
-            }
+/// The start of the measured window and its end.
+#[derive(Clone, Copy)]
+struct Window {
+    from: Instant,
+    end: Instant,
+}
+
+impl Window {
+    /// The window of a run starting now.
+    fn starting_now(timing: Timing) -> Window {
+        let from = Instant::now() + timing.warmup;
+        Window {
+            from,
+            end: from + timing.duration,
         }
-    }
-    Measured {
-        hist,
-        errors,
-        first_error,
-        window: timing.duration,
-        cpu: cpu_probe.await.ok().flatten(),
     }
 }
 
-/// Runs `threads` OS threads, each calling its closure back to back: the same
+/// What one caller (or all of them, merged) counted.
+struct Tally {
+    hist: Histogram<u64>,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            hist: new_histogram(),
+            errors: 0,
+            first_error: None,
+        }
+    }
+
+    /// Counts a call that ran from `t0` to `t1` if it lies in the window;
+    /// returns whether it failed (the caller then backs off).
+    fn add_call(
+        &mut self,
+        w: Window,
+        t0: Instant,
+        t1: Instant,
+        outcome: Result<(), String>,
+    ) -> bool {
+        let counted = t0 >= w.from && t1 <= w.end;
+        match outcome {
+            Ok(()) => {
+                if counted {
+                    record(&mut self.hist, t1 - t0);
+                }
+                false
+            }
+            Err(e) => {
+                if counted {
+                    self.errors += 1;
+                    self.first_error.get_or_insert(e);
+                }
+                true
+            }
+        }
+    }
+
+    /// Adds one caller's tally, or the reason it has none.
+    fn merge(&mut self, other: Result<Tally, String>) {
+        match other {
+            Ok(t) => {
+                self.hist.add(t.hist).expect("same bounds");
+                self.errors += t.errors;
+                if self.first_error.is_none() {
+                    self.first_error = t.first_error;
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.first_error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn measured(self, timing: Timing, cpu: Option<crate::cpu::CpuUsage>) -> Measured {
+        Measured {
+            hist: self.hist,
+            errors: self.errors,
+            first_error: self.first_error,
+            window: timing.duration,
+            cpu,
+        }
+    }
+}
+
+/// Runs every caller in a closed loop on the current Tokio runtime.
+pub async fn run_closed_loop<C: Caller>(callers: Vec<C>, timing: Timing) -> Measured {
+    let w = Window::starting_now(timing);
+    let cpu_probe = tokio::spawn(async move {
+        tokio::time::sleep_until(w.from.into()).await;
+        let before = CpuSnapshot::take();
+        tokio::time::sleep_until(w.end.into()).await;
+        let after = CpuSnapshot::take();
+        before.zip(after).map(|(b, a)| a.since(&b))
+    });
+    let tasks: Vec<_> = callers
+        .into_iter()
+        .map(|mut caller| {
+            tokio::spawn(async move {
+                let mut tally = Tally::new();
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= w.end {
+                        break;
+                    }
+                    let outcome =
+                        tokio::time::timeout_at((w.end + CALL_GRACE).into(), caller.call())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err("no answer before the run's deadline".to_string())
+                            });
+                    if tally.add_call(w, t0, Instant::now(), outcome) {
+                        tokio::time::sleep(ERROR_BACKOFF).await;
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+    let mut all = Tally::new();
+    for task in tasks {
+        all.merge(task.await.map_err(|e| format!("caller task failed: {e}")));
+    }
+    all.measured(timing, cpu_probe.await.ok().flatten())
+}
+
+/// Runs one OS thread per closure, each calling it back to back: the same
 /// closed loop for work that blocks (in-process SQLite).
 pub fn run_closed_loop_blocking<F>(callers: Vec<F>, timing: Timing) -> Measured
 where
     F: FnMut() -> Result<(), String> + Send + 'static,
 {
-    let start = Instant::now();
-    let measure_from = start + timing.warmup;
-    let end = measure_from + timing.duration;
+    let w = Window::starting_now(timing);
     let handles: Vec<_> = callers
         .into_iter()
         .map(|mut call| {
             std::thread::spawn(move || {
-                let mut hist = new_histogram();
-                let mut errors = 0u64;
-                let mut first_error = None;
+                let mut tally = Tally::new();
                 loop {
                     let t0 = Instant::now();
-                    if t0 >= end {
+                    if t0 >= w.end {
                         break;
                     }
                     let outcome = call();
-                    let t1 = Instant::now();
-                    let counted = t0 >= measure_from && t1 <= end;
-                    match outcome {
-                        Ok(()) if counted => record(&mut hist, t1 - t0),
-                        Ok(()) => {}
-                        Err(e) => {
-                            if counted {
-                                errors += 1;
-                                first_error.get_or_insert(e);
-                            }
-                            std::thread::sleep(ERROR_BACKOFF);
-                        }
+                    if tally.add_call(w, t0, Instant::now(), outcome) {
+                        std::thread::sleep(ERROR_BACKOFF);
                     }
                 }
-                (hist, errors, first_error)
+                tally
             })
         })
         .collect();
-    std::thread::sleep(measure_from.saturating_duration_since(Instant::now()));
+    std::thread::sleep(w.from.saturating_duration_since(Instant::now()));
     let before = CpuSnapshot::take();
-    std::thread::sleep(end.saturating_duration_since(Instant::now()));
+    std::thread::sleep(w.end.saturating_duration_since(Instant::now()));
     let after = CpuSnapshot::take();
-    let mut hist = new_histogram();
-    let mut errors = 0;
-    let mut first_error = None;
+    let mut all = Tally::new();
     for handle in handles {
-        match handle.join() {
-            Ok((h, e, f)) => {
-                hist.add(h).expect("same bounds");
-                errors += e;
-                if first_error.is_none() {
-                    first_error = f;
-                }
-            }
-            Err(_) => {
-                errors += 1;
-                first_error.get_or_insert_with(|| "caller thread panicked".to_string());
-            }
-        }
+        all.merge(
+            handle
+                .join()
+                .map_err(|_| "caller thread panicked".to_string()),
+        );
     }
-    Measured {
-        hist,
-        errors,
-        first_error,
-        window: timing.duration,
-        cpu: before.zip(after).map(|(b, a)| a.since(&b)),
-    }
+    all.measured(timing, before.zip(after).map(|(b, a)| a.since(&b)))
 }
 
 #[cfg(test)]
