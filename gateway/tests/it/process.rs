@@ -17,7 +17,7 @@ async fn sigterm_drains_and_exits_zero() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dbforge-gateway"))
+    let child = Command::new(env!("CARGO_BIN_EXE_dbforge-gateway"))
         .env("DBFORGE_LISTEN", format!("127.0.0.1:{port}"))
         .env("DBFORGE_NAMESPACE", &ns.name)
         .env("DBFORGE_WORKER_IMAGE", worker_image())
