@@ -86,4 +86,6 @@ clean:
 	-$(COMPOSE_ENV) $(COMPOSE) -p dbforge -f compose.yaml down --remove-orphans
 	scripts/sweep.sh all
 	-docker rmi -f $(WORKER_IMAGE) $(GATEWAY_IMAGE) >/dev/null 2>&1
+	-docker image prune -f --filter label=org.opencontainers.image.title=db-worker-base >/dev/null
+	-docker image prune -f --filter label=org.opencontainers.image.title=db-gateway >/dev/null
 	rm -rf $(CONTEXT_DIR)
