@@ -1,6 +1,8 @@
 //! Routing: (method, path) to a [`Route`] with no HTTP left in it, so that
 //! routing is tested without sockets.
 
+use std::borrow::Cow;
+
 use hyper::Method;
 
 use crate::error::ApiError;
@@ -110,7 +112,7 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
             ApiError::Validation("the path is not valid percent-encoded UTF-8".into())
         })?);
     }
-    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let s: Vec<&str> = segs.iter().map(|seg| seg.as_ref()).collect();
     // (route for GET, for POST, for DELETE); None where the path is unknown.
     let (get, post, delete): (Option<Route>, Option<Route>, Option<Route>) = match s.as_slice() {
         [""] => (Some(Route::Root), None, None),
@@ -164,9 +166,9 @@ pub fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
 
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`, as in query
 /// strings). `None` for a bad escape or invalid UTF-8.
-pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
+pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<Cow<'_, str>> {
     if !(s.contains('%') || plus_is_space && s.contains('+')) {
-        return Some(s.to_owned());
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -189,7 +191,7 @@ pub fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
             }
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Parses a query string into decoded `(key, value)` pairs, in order.
@@ -200,8 +202,8 @@ pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ApiError> {
         let bad =
             || ApiError::Validation("the query string is not valid percent-encoded UTF-8".into());
         pairs.push((
-            percent_decode(k, true).ok_or_else(bad)?,
-            percent_decode(v, true).ok_or_else(bad)?,
+            percent_decode(k, true).ok_or_else(bad)?.into_owned(),
+            percent_decode(v, true).ok_or_else(bad)?.into_owned(),
         ));
     }
     Ok(pairs)
