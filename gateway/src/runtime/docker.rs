@@ -327,13 +327,22 @@ impl Runtime for DockerRuntime {
                 }
             }
         };
-        if !container.is_running() {
-            match docker.start_container(&object, None).await {
-                Ok(()) => {}
-                Err(e) if status(&e) == Some(304) => {}
+        match container.state.as_str() {
+            "running" => {}
+            // Someone paused it (`docker pause`): a paused container takes
+            // no exec, so resume it.
+            "paused" => match docker.unpause_container(&object).await {
+                Ok(()) => container.state = "running".into(),
                 Err(e) => return Err(failed(e)),
+            },
+            _ => {
+                match docker.start_container(&object, None).await {
+                    Ok(()) => {}
+                    Err(e) if status(&e) == Some(304) => {}
+                    Err(e) => return Err(failed(e)),
+                }
+                container.state = "running".into();
             }
-            container.state = "running".into();
         }
         Ok((container, created))
     }

@@ -193,3 +193,33 @@ async fn shutdown_drains_in_flight_requests() {
     assert_eq!(body["data"], json!([{"n": 3000000}]));
     server.await.unwrap().expect("the gateway exits cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_or_paused_containers_are_woken_by_the_next_query() {
+    let ns = Namespace::new();
+    let gw = Gateway::start(&ns, &["--statement-timeout-ms", "500"]).await;
+    let spawned = gw.spawn("sleepy").await;
+    let container = spawned.body["container_id"].as_str().unwrap().to_owned();
+    gw.query("sleepy", "CREATE TABLE t (v)", json!([])).await;
+    gw.query("sleepy", "INSERT INTO t VALUES (1)", json!([]))
+        .await;
+    for (stop, state) in [("stop", "exited"), ("pause", "paused")] {
+        assert!(docker_ok(&[stop, &container]), "docker {stop}");
+        let list = gw.get("/admin/databases").await;
+        assert_eq!(list.body[0]["status"], state, "{}", list.body);
+        // The session opened before died with a stopped container (503),
+        // or froze with a paused one, which the watchdog ends (504): at
+        // most one such answer, then the database is back.
+        let mut answer = gw.query("sleepy", "SELECT v FROM t", json!([])).await;
+        if answer.status != 200 {
+            assert!(
+                ["WORKER_UNAVAILABLE", "WORKER_TIMEOUT"].contains(&answer.code()),
+                "{}",
+                answer.body
+            );
+            answer = gw.query("sleepy", "SELECT v FROM t", json!([])).await;
+        }
+        assert_eq!(answer.status, 200, "after docker {stop}: {}", answer.body);
+        assert_eq!(answer.body["data"], json!([{"v": 1}]));
+    }
+}
