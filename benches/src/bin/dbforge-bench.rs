@@ -184,28 +184,41 @@ fn main() -> Result<(), String> {
     }
 }
 
+/// One closed-loop run of `make` per connection count, against a server
+/// that is already set up.
+async fn load_each(
+    args: &LoadArgs,
+    target: &Target,
+    timing: Timing,
+    make: dbforge_benches::http::CallMaker,
+    expect: &'static [u8],
+    rows_per_request: Option<f64>,
+) -> Vec<RunResult> {
+    let mut runs = Vec::new();
+    for &conns in &args.timing.connections {
+        let m = run_closed_loop(
+            HttpCaller::many(target, conns, make.clone(), Some(expect)),
+            timing,
+        )
+        .await;
+        runs.push(RunResult::new(
+            args.scenario.name(),
+            &args.label,
+            conns,
+            rows_per_request,
+            m,
+        ));
+    }
+    runs
+}
+
 async fn load(args: LoadArgs) -> Result<(), String> {
     let target = Target::parse(&args.url)?;
     let timing = args.timing.timing();
     println!("{}", table_header());
     let runs = if args.datasette {
         let (make, expect) = workload::datasette_read(&args.db);
-        let mut runs = Vec::new();
-        for &conns in &args.timing.connections {
-            let m = run_closed_loop(
-                HttpCaller::many(&target, conns, make.clone(), Some(expect)),
-                timing,
-            )
-            .await;
-            runs.push(RunResult::new(
-                args.scenario.name(),
-                &args.label,
-                conns,
-                None,
-                m,
-            ));
-        }
-        runs
+        load_each(&args, &target, timing, make, expect, None).await
     } else if args.setup {
         let runner = HttpRunner {
             target: &target,
@@ -218,22 +231,8 @@ async fn load(args: LoadArgs) -> Result<(), String> {
         runner.scenario(&args.db, args.scenario).await?
     } else {
         let (make, expect) = workload::api_calls(args.scenario, &args.db);
-        let mut runs = Vec::new();
-        for &conns in &args.timing.connections {
-            let m = run_closed_loop(
-                HttpCaller::many(&target, conns, make.clone(), Some(expect)),
-                timing,
-            )
-            .await;
-            runs.push(RunResult::new(
-                args.scenario.name(),
-                &args.label,
-                conns,
-                args.scenario.rows_per_request(),
-                m,
-            ));
-        }
-        runs
+        let rows = args.scenario.rows_per_request();
+        load_each(&args, &target, timing, make, expect, rows).await
     };
     for r in &runs {
         println!("{}", table_row(r));
